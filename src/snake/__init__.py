@@ -1,0 +1,22 @@
+"""snake: structured-concurrency data loading for deep learning, on trio."""
+
+from __future__ import annotations
+
+from . import kernels as kernels
+from ._errors import RemoteError as RemoteError, WorkerCrashedError as WorkerCrashedError
+from ._run import Items as Items
+from ._stream import Stream as Stream, from_async_iterable as from_async_iterable, from_iterable as from_iterable
+from ._sync import SyncItems as SyncItems
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Items",
+    "RemoteError",
+    "Stream",
+    "SyncItems",
+    "WorkerCrashedError",
+    "from_async_iterable",
+    "from_iterable",
+    "kernels",
+]

@@ -1,0 +1,145 @@
+"""Chunked transport between stages.
+
+Stages exchange *chunks* (lists of items) over bounded trio memory channels.
+A producer that can outrun its consumer hands its items to an :class:`Outbox`:
+a small buffer drained by a sender task, which sends *whatever has piled up*
+each time the downstream can take it. A fast stream therefore moves large
+chunks and a slow stream moves single items, with no timer involved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ._util import CHUNK_CAP
+
+Chunk = list[Any]
+
+#: Chunks a channel between two stages holds (besides the one in transit).
+CHANNEL_CHUNKS = 1
+
+
+class _End(list[Any]):
+    """The type of :data:`END`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+#: Sent by a stage that finished cleanly, just before it closes its channel. A
+#: channel that closes *without* it belongs to a stage that failed or was
+#: cancelled: its receiver waits for the pipeline's cancellation instead of
+#: mistaking the failure for a clean end of the stream.
+END: Chunk = _End()
+
+
+class Inbox:
+    """The receiving end of a stage: chunks, then ``None`` after a clean end."""
+
+    __slots__ = ("_recv", "ended")
+
+    def __init__(self, recv: trio.MemoryReceiveChannel[Chunk]) -> None:
+        self._recv = recv
+        #: True once the upstream stage's END marker has arrived.
+        self.ended = False
+
+    async def receive(self) -> Chunk | None:
+        """The next chunk, or ``None`` once the upstream finished cleanly."""
+        if self.ended:
+            await trio.lowlevel.checkpoint()
+            return None
+        try:
+            chunk = await self._recv.receive()
+        except trio.EndOfChannel:
+            # The upstream stage failed or was cancelled without END: the pipeline
+            # is being cancelled, and this task with it. Never report a clean end.
+            await trio.sleep_forever()
+        if chunk is END:
+            self.ended = True
+            return None
+        return chunk
+
+    def receive_nowait(self) -> Chunk | None:
+        """A ready chunk, ``None`` at a clean end; ``trio.WouldBlock`` if none is ready."""
+        if self.ended:
+            return None
+        try:
+            chunk = self._recv.receive_nowait()
+        except trio.EndOfChannel:
+            raise trio.WouldBlock from None
+        if chunk is END:
+            self.ended = True
+            return None
+        return chunk
+
+    def close(self) -> None:
+        self._recv.close()
+
+
+def open_chunk_channel() -> tuple[trio.MemorySendChannel[Chunk], trio.MemoryReceiveChannel[Chunk]]:
+    """The bounded channel between two stages; it carries chunks, never single items."""
+    return trio.open_memory_channel[Chunk](CHANNEL_CHUNKS)
+
+
+class Outbox:
+    """A bounded buffer of produced items, drained by :meth:`run` into a channel."""
+
+    __slots__ = ("_send", "_buf", "_cap", "_closed", "gone", "_wake_sender", "_wake_producers")
+
+    def __init__(self, send: trio.MemorySendChannel[Chunk], cap: int = CHUNK_CAP) -> None:
+        self._send = send
+        self._buf: Chunk = []
+        self._cap = cap
+        self._closed = False
+        #: True once the downstream stage has gone away.
+        self.gone = False
+        self._wake_sender = trio.lowlevel.ParkingLot()
+        self._wake_producers = trio.lowlevel.ParkingLot()
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def put(self, chunk: Chunk) -> None:
+        """Append items (never blocks; call :meth:`wait_room` before producing)."""
+        if chunk:
+            if self._buf:
+                self._buf.extend(chunk)
+            else:
+                self._buf = chunk
+            self._wake_sender.unpark_all()
+
+    async def wait_room(self) -> None:
+        """Block while the buffer holds a full chunk that the downstream has not taken."""
+        while len(self._buf) >= self._cap and not self.gone:
+            await self._wake_producers.park()
+
+    def close(self) -> None:
+        """No more items: the sender sends what is left and closes the channel."""
+        self._closed = True
+        self._wake_sender.unpark_all()
+
+    async def run(self, cancel_producers: trio.CancelScope) -> None:
+        """The sender task. If the downstream goes away, cancel the producers."""
+        with self._send:
+            while True:
+                while not self._buf and not self._closed:
+                    await self._wake_sender.park()
+                if not self._buf:
+                    try:
+                        await self._send.send(END)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                    return
+                chunk, self._buf = self._buf, []
+                self._wake_producers.unpark_all()
+                try:
+                    await self._send.send(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.gone = True
+                    self._wake_producers.unpark_all()
+                    cancel_producers.cancel()
+                    return

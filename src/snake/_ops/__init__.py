@@ -1,0 +1,1 @@
+"""Operator families: each module holds frozen specs and the code that runs them."""

@@ -1,0 +1,39 @@
+"""``prefetch(n)``: a buffer of ready items between two stages."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .._chan import Chunk, Inbox, Outbox
+from .base import Fused, TaskSpec
+
+if TYPE_CHECKING:
+    from .._run import Context
+
+
+@attrs.frozen
+class Prefetch(TaskSpec):
+    """Pulls ahead of the consumer until ``n`` items are buffered."""
+
+    n: int
+
+    def describe(self) -> str:
+        return f"prefetch({self.n})"
+
+    async def run(
+        self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
+    ) -> None:
+        outbox = Outbox(send, cap=self.n)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(outbox.run, nursery.cancel_scope)
+            while not fused.done:
+                await outbox.wait_room()
+                chunk = await inbox.receive()
+                if chunk is None:
+                    break
+                outbox.put(fused(chunk))
+            outbox.put(fused.flush())
+            outbox.close()

@@ -1,0 +1,207 @@
+"""Opening a pipeline: one nursery owns every stage task (DESIGN rule 1)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar, final
+
+import trio
+
+from ._chan import Chunk, Inbox, open_chunk_channel
+from ._ops.base import Fused, InlineSpec, SourceSpec, Spec, TaskSpec
+from ._util import CHUNK_CAP
+
+T = TypeVar("T")
+
+
+class Context:
+    """Per-run state shared by the stages of one opened pipeline."""
+
+    __slots__ = ("labels", "source_items")
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = labels
+        #: Items the source has produced so far (for backpressure checks).
+        self.source_items = 0
+
+    def label(self, index: int) -> str:
+        return self.labels[index]
+
+    def count_source(self, n: int) -> None:
+        self.source_items += n
+
+
+def stage_labels(specs: list[Spec]) -> list[str]:
+    """``#i describe()`` for every stage, as error notes name them."""
+    return [f"#{i} {spec.describe()}" for i, spec in enumerate(specs)]
+
+
+@final
+class Items(trio.abc.ReceiveChannel[T], Generic[T]):
+    """The consumer's end of an opened pipeline: an async iterator of items.
+
+    Items arrive in chunks; ``receive()`` returns buffered items without a
+    checkpoint and checkpoints (and so can be cancelled) each time it fetches
+    the next chunk.
+    """
+
+    __slots__ = ("_inbox", "_buf", "_pos", "_ctx")
+
+    def __init__(self, inbox: Inbox, ctx: Context) -> None:
+        self._inbox = inbox
+        self._ctx = ctx
+        self._buf: Chunk = []
+        self._pos = 0
+
+    async def receive(self) -> T:
+        """The next item; raises ``trio.EndOfChannel`` after the last one."""
+        pos = self._pos
+        if pos < len(self._buf):
+            self._pos = pos + 1
+            return self._buf[pos]  # type: ignore[no-any-return]
+        chunk = await self._inbox.receive()
+        if chunk is None:
+            raise trio.EndOfChannel
+        self._buf = chunk
+        self._pos = 1
+        return chunk[0]  # type: ignore[no-any-return]
+
+    async def __anext__(self) -> T:
+        pos = self._pos
+        if pos < len(self._buf):
+            self._pos = pos + 1
+            return self._buf[pos]  # type: ignore[no-any-return]
+        chunk = await self._inbox.receive()
+        if chunk is None:
+            raise StopAsyncIteration
+        self._buf = chunk
+        self._pos = 1
+        return chunk[0]  # type: ignore[no-any-return]
+
+    async def receive_chunk(self) -> list[T] | None:
+        """All items that are ready (at least one, at most ``CHUNK_CAP`` unless one
+        chunk is larger), or ``None`` at the end. For bridges that move whole chunks."""
+        if self._pos < len(self._buf):
+            out = self._buf[self._pos :]
+            self._buf, self._pos = [], 0
+        else:
+            chunk = await self._inbox.receive()
+            if chunk is None:
+                return None
+            out = chunk
+        while len(out) < CHUNK_CAP:
+            try:
+                more = self._inbox.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if more is None:
+                break
+            out = out + more
+        return out
+
+    async def aclose(self) -> None:
+        """Stop receiving: the stages upstream stop at their next send."""
+        self._inbox.close()
+        await trio.lowlevel.checkpoint()
+
+
+async def _run_stage(
+    run: Callable[[], Awaitable[None]],
+    send: trio.MemorySendChannel[Chunk],
+    recv: trio.MemoryReceiveChannel[Chunk] | None,
+) -> None:
+    # The stage owns both of its channel ends and closes them, whatever happens:
+    # closing the input is how the upstream stage learns to stop.
+    with send:
+        try:
+            await run()
+        finally:
+            if recv is not None:
+                recv.close()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for sub in exc.exceptions:
+            out.extend(_leaves(sub))
+        return out
+    return [exc]
+
+
+def pick_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception a pipeline raises for a group: the user's, never a group of one."""
+    leaves = _leaves(group)
+    real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+    if not real:
+        return leaves[0]
+    first = real[0]
+    others = [e for e in real[1:] if e is not first]
+    if others:
+        summary = "; ".join(f"{type(e).__qualname__}: {e}" for e in others[:5])
+        first.add_note(f"snake: {len(others)} more exception(s) while the pipeline stopped: {summary}")
+    return first
+
+
+@asynccontextmanager
+async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
+    """Start every stage of ``specs`` in one nursery; yield the consumer's ``Items``."""
+    labels = stage_labels(specs)
+    ctx = Context(labels)
+    error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            recv: trio.MemoryReceiveChannel[Chunk] | None = None
+            i = 0
+            while i < len(specs):
+                spec = specs[i]
+                ops = []
+                j = i + 1
+                while j < len(specs) and isinstance(specs[j], InlineSpec):
+                    inline = specs[j]
+                    assert isinstance(inline, InlineSpec)
+                    ops.append(inline.make(labels[j]))
+                    j += 1
+                fused = Fused(ops)
+                send, next_recv = open_chunk_channel()
+                if isinstance(spec, SourceSpec):
+                    run = _bind_source(spec, ctx, fused, send)
+                else:
+                    assert isinstance(spec, TaskSpec) and recv is not None
+                    run = _bind_task(spec, ctx, labels[i], Inbox(recv), fused, send)
+                nursery.start_soon(_run_stage, run, send, recv)
+                recv = next_recv
+                i = j
+            assert recv is not None
+            items: Items[Any] = Items(Inbox(recv), ctx)
+            try:
+                yield items
+            finally:
+                recv.close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        error = pick_exception(group)
+    if error is not None:
+        # Raised outside the except block, so the group does not become its __context__.
+        try:
+            raise error
+        finally:
+            error = None
+
+
+def _bind_source(
+    spec: SourceSpec, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]
+) -> Callable[[], Awaitable[None]]:
+    return lambda: spec.run(ctx, fused, send)
+
+
+def _bind_task(
+    spec: TaskSpec,
+    ctx: Context,
+    label: str,
+    inbox: Inbox,
+    fused: Fused,
+    send: trio.MemorySendChannel[Chunk],
+) -> Callable[[], Awaitable[None]]:
+    return lambda: spec.run(ctx, label, inbox, fused, send)

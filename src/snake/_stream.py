@@ -1,0 +1,219 @@
+"""``Stream``: an immutable, lazy description of a pipeline.
+
+Every method validates its arguments where the user calls it and returns a new
+``Stream``; nothing runs until the stream is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Any, Generic, NoReturn, TypeVar, final
+
+from ._ops.base import SourceSpec, Spec
+from ._ops.buffer import Prefetch
+from ._ops.inline import Batch, Enumerate, Filter, FlatMap, Map, Skip, Take
+from ._ops.parallel import Backend, ParMap, ParThen, WorkerType
+from ._ops.source import FromAsyncIterable, FromIterable
+from ._run import Items, open_pipeline
+from ._sync import SyncItems, open_sync
+from ._util import check_bool, check_callable, check_int, check_picklable, describe_callable
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+_BACKENDS = ("process", "thread")
+_WORKER_TYPES = ("auto", "fork", "forkserver", "spawn")
+
+
+@final
+class Stream(Generic[T]):
+    """A pipeline description. Build it from a source, chain stages, then open it.
+
+    ``repr(stream)`` replays the chain that built it::
+
+        >>> snake.from_iterable(range(3)).map(str)
+        from_iterable(<range len=3>).map(str)
+    """
+
+    __slots__ = ("_specs",)
+    _specs: tuple[Spec, ...]
+
+    def __init__(self, _specs: tuple[Spec, ...]) -> None:
+        # Private: streams are made by the source functions and stage methods.
+        if not _specs or not isinstance(_specs[0], SourceSpec):
+            raise TypeError("Stream() is not built directly; start from snake.from_iterable(...)")
+        object.__setattr__(self, "_specs", _specs)
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("Stream is immutable: every method returns a new Stream")
+
+    def __repr__(self) -> str:
+        return ".".join(spec.describe() for spec in self._specs)
+
+    def _then(self, spec: Spec) -> Stream[Any]:
+        return Stream(self._specs + (spec,))
+
+    # -- inline stages ---------------------------------------------------------------
+    def map(self, fn: Callable[[T], U], /) -> Stream[U]:
+        """Apply a sync ``fn`` to every item, inline (fused with adjacent inline stages)."""
+        check_callable("map", fn, want_async=False)
+        return self._then(Map(fn))
+
+    def filter(self, pred: Callable[[T], object], /) -> Stream[T]:
+        """Keep the items for which ``pred(item)`` is true."""
+        check_callable("filter", pred, want_async=False)
+        return self._then(Filter(pred))
+
+    def flat_map(self, fn: Callable[[T], Iterable[U]], /) -> Stream[U]:
+        """Replace every item by the items of the iterable ``fn(item)``."""
+        check_callable("flat_map", fn, want_async=False)
+        return self._then(FlatMap(fn))
+
+    def enumerate(self) -> Stream[tuple[int, T]]:
+        """Pair every item with its index: ``(0, a), (1, b), ...``."""
+        return self._then(Enumerate())
+
+    def take(self, n: int, /) -> Stream[T]:
+        """The first ``n`` items; the stages before stop once they are produced."""
+        return self._then(Take(check_int("take", "n", n, minimum=0)))
+
+    def skip(self, n: int, /) -> Stream[T]:
+        """Drop the first ``n`` items."""
+        return self._then(Skip(check_int("skip", "n", n, minimum=0)))
+
+    def batch(self, size: int, /, *, drop_last: bool = False) -> Stream[list[T]]:
+        """Group items into lists of ``size``; the last one may be shorter unless ``drop_last``."""
+        check_int("batch", "size", size, minimum=1)
+        check_bool("batch", "drop_last", drop_last)
+        return self._then(Batch(size, drop_last))
+
+    # -- concurrent stages -----------------------------------------------------------
+    def then(self, afn: Callable[[T], Awaitable[U]], /) -> Stream[U]:
+        """Await ``afn(item)`` for every item, one at a time."""
+        check_callable("then", afn, want_async=True)
+        return self._then(ParThen(afn, 1, True, name="then"))
+
+    def par_then(
+        self, afn: Callable[[T], Awaitable[U]], /, *, limit: int = 16, ordered: bool = True
+    ) -> Stream[U]:
+        """Await ``afn(item)`` in up to ``limit`` concurrent trio tasks: for IO.
+
+        With ``ordered=True`` (the default) items keep their input order; a slow
+        item holds back at most ``limit`` others. ``ordered=False`` yields in
+        completion order.
+        """
+        check_callable("par_then", afn, want_async=True)
+        check_int("par_then", "limit", limit, minimum=1)
+        check_bool("par_then", "ordered", ordered)
+        return self._then(ParThen(afn, limit, ordered))
+
+    def par_map(
+        self,
+        fn: Callable[[T], U],
+        /,
+        *,
+        workers: int | None = None,
+        backend: Backend = "process",
+        ordered: bool = True,
+        worker_type: WorkerType = "auto",
+    ) -> Stream[U]:
+        """Run a sync ``fn`` on every item in parallel: for CPU work.
+
+        ``backend="process"`` runs ``fn`` in ``workers`` worker processes
+        (trio-parallel), which need ``fn`` to be picklable (defined at module
+        level). ``backend="thread"`` runs it in threads: right for code that
+        releases the GIL, such as ``snake.kernels`` and most NumPy. Items travel
+        in chunks sized from the measured per-item time. ``workers`` defaults to
+        the number of CPUs this process may use. ``worker_type`` picks how
+        worker processes start: ``"auto"`` is ``"fork"`` on Linux (about 4 ms a
+        worker) and ``"spawn"`` elsewhere (100-300 ms, re-imports ``__main__``).
+        """
+        check_callable("par_map", fn, want_async=False)
+        if workers is None:
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        check_int("par_map", "workers", workers, minimum=1)
+        if backend not in _BACKENDS:
+            raise ValueError(f"par_map: backend={backend!r} must be one of {_BACKENDS}")
+        check_bool("par_map", "ordered", ordered)
+        if worker_type not in _WORKER_TYPES:
+            raise ValueError(f"par_map: worker_type={worker_type!r} must be one of {_WORKER_TYPES}")
+        if backend == "process":
+            check_picklable("par_map", fn)
+        elif worker_type != "auto":
+            raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
+        return self._then(ParMap(fn, workers, backend, ordered, worker_type))
+
+    def prefetch(self, n: int, /) -> Stream[T]:
+        """Keep up to ``n`` items ready ahead of the consumer."""
+        return self._then(Prefetch(check_int("prefetch", "n", n, minimum=1)))
+
+    # -- running ---------------------------------------------------------------------
+    def open(self) -> AbstractAsyncContextManager[Items[T]]:
+        """Run the pipeline in a trio nursery: ``async with stream.open() as items:``.
+
+        ``items`` is an async iterator (a trio ``ReceiveChannel``). Leaving the
+        block, normally or by an exception, cancels every stage and waits for
+        them; a stage's exception comes out of the block unchanged, with a note
+        naming the stage and the item.
+        """
+        return open_pipeline(list(self._specs))
+
+    def open_sync(self) -> AbstractContextManager[SyncItems[T]]:
+        """Run the pipeline in a helper thread: ``with stream.open_sync() as items:``."""
+        return open_sync(list(self._specs))
+
+    def __iter__(self) -> Iterator[T]:
+        """``for x in stream:`` runs the pipeline in a helper thread (see ``open_sync``)."""
+        with self.open_sync() as items:
+            yield from items
+
+    def __aiter__(self) -> NoReturn:
+        raise TypeError(
+            "a Stream is a description, not an async iterator; run it with "
+            "'async with stream.open() as items: async for x in items: ...'"
+        )
+
+    async def collect(self) -> list[T]:
+        """Run the pipeline to the end and return its items as a list."""
+        out: list[T] = []
+        async with self.open() as items:
+            while True:
+                chunk = await items.receive_chunk()
+                if chunk is None:
+                    return out
+                out.extend(chunk)
+
+    def to_list(self) -> list[T]:
+        """Run the pipeline (in a helper thread) and return its items as a list."""
+        with self.open_sync() as items:
+            return list(items)
+
+
+def from_iterable(iterable: Iterable[T], /) -> Stream[T]:
+    """A stream of the items of a sync iterable, iterated on the event loop.
+
+    Iterating it must be cheap (a ``range``, a list, a fast generator): slow
+    reads belong in ``par_then`` or ``from_async_iterable``. A generator can only
+    be iterated once, so a stream built on one can only be opened once.
+    """
+    if not isinstance(iterable, Iterable):
+        raise TypeError(f"from_iterable: {iterable!r} is not iterable")
+    return Stream((FromIterable(iterable),))
+
+
+def from_async_iterable(source: AsyncIterable[T] | Callable[[], AsyncIterable[T]], /) -> Stream[T]:
+    """A stream of the items of an async iterable.
+
+    Pass a function that returns one (an async generator function, say) to get
+    a stream that can be opened more than once.
+    """
+    if not (isinstance(source, AsyncIterable) or callable(source)):
+        raise TypeError(
+            f"from_async_iterable: {source!r} is neither an async iterable nor a function returning one"
+        )
+    return Stream((FromAsyncIterable(source),))
+
+
+

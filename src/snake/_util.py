@@ -1,0 +1,112 @@
+"""Small helpers shared by the stream builder and the stage runners."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+#: Largest number of items a single chunk carries between two stages.
+CHUNK_CAP = 1024
+
+
+def describe_callable(fn: object) -> str:
+    """A short, stable name for ``fn`` as it appears in a stream's ``repr``."""
+    if isinstance(fn, functools.partial):
+        parts = [describe_callable(fn.func)]
+        parts += [repr(a) for a in fn.args]
+        parts += [f"{k}={v!r}" for k, v in fn.keywords.items()]
+        return f"partial({', '.join(parts)})"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if isinstance(name, str):
+        return name
+    return type(fn).__qualname__
+
+
+def describe_iterable(it: object) -> str:
+    """``<range len=100>`` for sized iterables, ``<generator>`` otherwise."""
+    try:
+        n = len(it)  # type: ignore[arg-type]
+    except Exception:
+        return f"<{type(it).__name__}>"
+    return f"<{type(it).__name__} len={n}>"
+
+
+def _unwrap_partial(fn: object) -> object:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
+
+
+def is_async_callable(fn: object) -> bool | None:
+    """True for async functions, False for plain sync functions, None if unknowable."""
+    target = _unwrap_partial(fn)
+    if inspect.iscoroutinefunction(target):
+        return True
+    if inspect.isfunction(target) or inspect.ismethod(target) or inspect.isbuiltin(target):
+        return False
+    if isinstance(target, type):
+        return False
+    call = getattr(type(target), "__call__", None)
+    if call is not None and inspect.iscoroutinefunction(call):
+        return True
+    if call is not None and inspect.isfunction(call):
+        return False
+    return None
+
+
+def check_callable(method: str, fn: object, *, want_async: bool) -> None:
+    """Raise ``TypeError`` if ``fn`` is not callable or is of the wrong colour."""
+    if not callable(fn):
+        raise TypeError(f"{method}: fn={fn!r} is not callable")
+    colour = is_async_callable(fn)
+    if want_async and colour is False:
+        raise TypeError(
+            f"{method} needs an async function; {describe_callable(fn)} is a sync "
+            f"function (use map() or par_map() for sync functions)"
+        )
+    if not want_async and colour is True:
+        raise TypeError(
+            f"{method} needs a sync function; {describe_callable(fn)} is an async "
+            f"function (use then() or par_then() for async functions)"
+        )
+
+
+def check_picklable(method: str, fn: Callable[..., Any]) -> None:
+    """Raise ``TypeError`` naming ``fn`` if it cannot be sent to a worker process."""
+    try:
+        pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise TypeError(
+            f'{method}(backend="process") needs a picklable function; '
+            f"{describe_callable(fn)} is not ({type(exc).__name__}: {exc}). "
+            f"Define it at module level, or use backend=\"thread\"."
+        ) from None
+
+
+def check_int(method: str, name: str, value: object, *, minimum: int) -> int:
+    """Validate an integer argument, quoting it in the error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{method}: {name}={value!r} must be an int")
+    if value < minimum:
+        raise ValueError(f"{method}: {name}={value!r} must be >= {minimum}")
+    return value
+
+
+def check_bool(method: str, name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{method}: {name}={value!r} must be a bool")
+    return value
+
+
+def add_note(exc: BaseException, label: str, index: int | None) -> None:
+    """Attach the standard snake note (stage and item index) to a user exception."""
+    note = f"snake: raised in stage {label}"
+    if index is not None:
+        note += f" on item index {index}"
+    notes = getattr(exc, "__notes__", None)
+    if notes is not None and any(n.startswith("snake: raised in") for n in notes):
+        return
+    exc.add_note(note)
