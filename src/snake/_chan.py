@@ -88,17 +88,30 @@ def open_chunk_channel() -> tuple[trio.MemorySendChannel[Chunk], trio.MemoryRece
 class Outbox:
     """A bounded buffer of produced items, drained by :meth:`run` into a channel."""
 
-    __slots__ = ("_send", "_buf", "_cap", "_closed", "gone", "_wake_sender", "_wake_producers")
+    __slots__ = (
+        "_send",
+        "_buf",
+        "cap",
+        "_closed",
+        "gone",
+        "_wake_sender",
+        "_sender_parked",
+        "_wake_producers",
+        "_producers_parked",
+    )
 
     def __init__(self, send: trio.MemorySendChannel[Chunk], cap: int = CHUNK_CAP) -> None:
         self._send = send
         self._buf: Chunk = []
-        self._cap = cap
+        self.cap = cap
         self._closed = False
         #: True once the downstream stage has gone away.
         self.gone = False
+        # Waking a parking lot costs ~2 us even when nobody waits: track who does.
         self._wake_sender = trio.lowlevel.ParkingLot()
+        self._sender_parked = False
         self._wake_producers = trio.lowlevel.ParkingLot()
+        self._producers_parked = 0
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -110,12 +123,17 @@ class Outbox:
                 self._buf.extend(chunk)
             else:
                 self._buf = chunk
-            self._wake_sender.unpark_all()
+            if self._sender_parked:
+                self._wake_sender.unpark_all()
 
     async def wait_room(self) -> None:
         """Block while the buffer holds a full chunk that the downstream has not taken."""
-        while len(self._buf) >= self._cap and not self.gone:
-            await self._wake_producers.park()
+        while len(self._buf) >= self.cap and not self.gone:
+            self._producers_parked += 1
+            try:
+                await self._wake_producers.park()
+            finally:
+                self._producers_parked -= 1
 
     def close(self) -> None:
         """No more items: the sender sends what is left and closes the channel."""
@@ -127,7 +145,11 @@ class Outbox:
         with self._send:
             while True:
                 while not self._buf and not self._closed:
-                    await self._wake_sender.park()
+                    self._sender_parked = True
+                    try:
+                        await self._wake_sender.park()
+                    finally:
+                        self._sender_parked = False
                 if not self._buf:
                     try:
                         await self._send.send(END)
@@ -135,7 +157,8 @@ class Outbox:
                         pass
                     return
                 chunk, self._buf = self._buf, []
-                self._wake_producers.unpark_all()
+                if self._producers_parked:
+                    self._wake_producers.unpark_all()
                 try:
                     await self._send.send(chunk)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):

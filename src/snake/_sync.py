@@ -134,8 +134,9 @@ class SyncItems(Iterator[T], Generic[T]):
     def __init__(self, bridge: _Bridge) -> None:
         self._gen: Iterator[T] = _flatten(bridge)
 
-    def __iter__(self) -> SyncItems[T]:
-        return self
+    def __iter__(self) -> Iterator[T]:
+        # The flattening generator itself: no Python-level __next__ per item.
+        return self._gen
 
     def __next__(self) -> T:
         return next(self._gen)
