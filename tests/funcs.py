@@ -61,7 +61,7 @@ async def ainc(x: int) -> int:
 
 async def ajitter(x: int) -> int:
     # A deterministic, item-dependent delay so completion order differs from input order.
-    await trio.sleep((x * 7919 % 13) / 1000)
+    await trio.sleep((x * 7919 % 13) / 10000)
     return x + 1
 
 

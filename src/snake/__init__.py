@@ -1,7 +1,5 @@
 """snake: structured-concurrency data loading for deep learning, on trio."""
 
-from __future__ import annotations
-
 from . import kernels as kernels
 from ._errors import RemoteError as RemoteError, WorkerCrashedError as WorkerCrashedError
 from ._run import Items as Items

@@ -21,7 +21,8 @@ def describe_callable(fn: object) -> str:
         return f"partial({', '.join(parts)})"
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     if isinstance(name, str):
-        return name
+        # "outer.<locals>.inner" reads better as "inner".
+        return name.rpartition("<locals>.")[2]
     return type(fn).__qualname__
 
 

@@ -6,7 +6,8 @@ import abc
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._run import Context, Inbox
+    from .._chan import Inbox
+    from .._run import Context
 
 Chunk = list[Any]
 

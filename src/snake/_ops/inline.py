@@ -8,6 +8,7 @@ chunk's iterator got, at no cost on the fast path.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,7 +20,7 @@ from .base import Chunk, InlineSpec, Op
 
 def _failed_index(op: Op, chunk: Chunk, it: Any) -> int:
     # ``it`` is a list iterator: its length hint is what is left after the failing item.
-    return op.seen + len(chunk) - it.__length_hint__() - 1
+    return op.seen + len(chunk) - operator.length_hint(it) - 1
 
 
 class _MapOp(Op):

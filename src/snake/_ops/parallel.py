@@ -13,6 +13,7 @@ concurrency.
 from __future__ import annotations
 
 import math
+import operator
 import pickle
 import sys
 import time
@@ -218,7 +219,7 @@ def _apply(fn: Callable[[Any], Any], items: Chunk, start: int, label: str) -> Ch
     try:
         return list(map(fn, it))
     except Exception as exc:
-        add_note(exc, label, start + len(items) - it.__length_hint__() - 1)
+        add_note(exc, label, start + len(items) - operator.length_hint(it) - 1)
         raise
 
 

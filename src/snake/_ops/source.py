@@ -111,7 +111,7 @@ class FromAsyncIterable(SourceSpec):
                     f"from_async_iterable: {describe_callable(self.source)}() returned "
                     f"{type(src).__name__!r}, not an async iterable"
                 )
-        return src.__aiter__()  # type: ignore[union-attr]
+        return src.__aiter__()
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Any]) -> None:
         label = ctx.label(0)

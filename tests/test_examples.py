@@ -1,0 +1,135 @@
+"""The examples run, and the docs show them exactly as they are.
+
+Every ``examples/*.py`` runs as a script (its own process, from the repository
+root) and must exit 0 and print its expected fragment. An example without an
+entry in ``EXPECTED`` fails, so a new example cannot go untested.
+
+A ```` ```python ```` block in README.md or docs/*.md that is preceded by the
+line ``<!-- example: examples/NAME.py -->`` must be that file, character for
+character (trailing whitespace aside). Unmarked blocks are not checked.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+#: Fragments of each example's stdout that show it did its job.
+EXPECTED: dict[str, tuple[str, ...]] = {
+    # fib(20), fib(21), fib(22): the first three items, in input order.
+    "seed.py": ("6765\n10946\n17711\n",),
+    "sync_loop.py": ("trained on 128 batches of shape (32, 64)",),
+    "errors.py": (
+        "caught ValueError: invalid literal for int() with base 10: 'forty'",
+        "  note: snake: raised in stage #1 map(parse) on item index 3",
+        "caught ValueError again; first note: snake: raised in stage #1 map(parse) on item index 3",
+    ),
+    "cancel.py": (
+        "break: stopped after 5 items: [0, 1, 4, 9, 16]",
+        "deadline: cancelled=True",
+        "sync break: stopped at 100",
+        "worker processes left: 0",
+    ),
+}
+
+MARKER = re.compile(r"^<!-- example: (?P<path>\S+) -->$")
+
+
+def example_names() -> list[str]:
+    return sorted(p.name for p in EXAMPLES.glob("*.py"))
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_example_runs(name: str) -> None:
+    expected = EXPECTED.get(name)
+    if expected is None:
+        pytest.fail(f"examples/{name} has no entry in EXPECTED in {Path(__file__).name}: add one")
+    proc = subprocess.run(
+        [sys.executable, str(Path("examples") / name)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, (
+        f"examples/{name} exited with {proc.returncode}\n"
+        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    )
+    for fragment in expected:
+        assert fragment in proc.stdout, f"examples/{name} did not print {fragment!r}; stdout:\n{proc.stdout}"
+
+
+def test_every_expectation_has_an_example() -> None:
+    stale = sorted(set(EXPECTED) - set(example_names()))
+    assert not stale, f"entries in EXPECTED for examples that do not exist: {stale}"
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_process_examples_have_the_main_guard(name: str) -> None:
+    # Worker processes started by spawn or forkserver re-import the script.
+    text = (EXAMPLES / name).read_text(encoding="utf-8")
+    if "par_map(" in text:
+        assert 'if __name__ == "__main__":' in text, f"examples/{name} uses par_map without the main guard"
+
+
+class Embedded(NamedTuple):
+    doc: str
+    line: int
+    target: str
+    text: str | None  # None: the marker is not followed by a ```python block
+
+
+def doc_files() -> list[Path]:
+    docs = sorted((ROOT / "docs").glob("*.md"))
+    readme = ROOT / "README.md"
+    return [readme, *docs] if readme.exists() else docs
+
+
+def embedded_examples() -> list[Embedded]:
+    found = []
+    for doc in doc_files():
+        lines = doc.read_text(encoding="utf-8").splitlines()
+        rel = doc.relative_to(ROOT).as_posix()
+        for i, line in enumerate(lines):
+            m = MARKER.match(line.strip())
+            if m is None:
+                continue
+            text = None
+            if i + 1 < len(lines) and lines[i + 1].strip() == "```python":
+                body = []
+                for inner in lines[i + 2 :]:
+                    if inner.strip() == "```":
+                        text = "\n".join(body)
+                        break
+                    body.append(inner)
+            found.append(Embedded(rel, i + 1, m["path"], text))
+    return found
+
+
+def _normalise(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
+
+
+def test_docs_embed_examples() -> None:
+    # Guards the check below against a marker spelling that matches nothing.
+    assert embedded_examples(), "no '<!-- example: examples/... -->' marker found in README.md or docs/*.md"
+
+
+@pytest.mark.parametrize("block", embedded_examples(), ids=lambda b: f"{b.doc}:{b.line}")
+def test_embedded_example_is_the_file(block: Embedded) -> None:
+    assert block.text is not None, (
+        f"{block.doc}:{block.line}: the marker must be followed immediately by a ```python block"
+    )
+    path = ROOT / block.target
+    assert path.is_file(), f"{block.doc}:{block.line}: {block.target} does not exist"
+    assert _normalise(block.text) == _normalise(path.read_text(encoding="utf-8")), (
+        f"{block.doc}:{block.line}: the block differs from {block.target}; copy the file into the doc"
+    )

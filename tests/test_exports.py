@@ -1,0 +1,56 @@
+"""The public API is born in one place (snake/__init__.py) and typed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import snake
+import snake.kernels
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert snake.__all__ == sorted(snake.__all__)
+    public = {n for n in dir(snake) if not n.startswith("_")}
+    assert public == set(snake.__all__)
+    for name in snake.__all__:
+        assert getattr(snake, name) is not None
+
+
+def test_public_objects_are_documented() -> None:
+    for name in snake.__all__:
+        obj = getattr(snake, name)
+        assert obj.__doc__, name
+    for name in dir(snake.Stream):
+        if not name.startswith("_"):
+            assert getattr(snake.Stream, name).__doc__, f"Stream.{name}"
+
+
+def test_importing_snake_does_not_import_optional_dependencies() -> None:
+    code = "import sys, snake; print(sorted(m for m in ('torch', 'pyarrow', 'ray', 'trio_parallel') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_package_is_typed() -> None:
+    assert os.path.exists(os.path.join(os.path.dirname(snake.__file__), "py.typed"))
+
+
+def test_extension_stub_matches_the_module() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "snake._ext"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_source_is_strict_mypy_clean() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", os.path.join(ROOT, "src", "snake")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
