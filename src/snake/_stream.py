@@ -141,6 +141,9 @@ class Stream(Generic[T]):
             raise ValueError(f"par_map: worker_type={worker_type!r} must be one of {_WORKER_TYPES}")
         if backend == "process":
             check_picklable("par_map", fn)
+            # Imported now (~10 ms), not when the stage starts: opening the stream
+            # goes straight to starting workers.
+            import trio_parallel  # noqa: F401
         elif worker_type != "auto":
             raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
         return self._then(ParMap(fn, workers, backend, ordered, worker_type))

@@ -1,0 +1,94 @@
+"""Cancellation is prompt (DESIGN rule 6) and nothing outlives open() (rule 1)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import funcs
+import pytest
+import trio
+from conftest import Resources, count_tasks
+
+import snake
+
+
+@pytest.mark.parametrize("how", ["cancel_scope", "break", "exception"])
+def test_in_flight_process_work_is_abandoned_promptly(how: str) -> None:
+    res = Resources()
+    # Every item sleeps 60 s in a worker process: only killing the workers can stop it.
+    stream = snake.from_iterable(itertools.count()).par_map(funcs.sleep_long, workers=2)
+
+    async def main() -> float:
+        """Returns the seconds from the moment the pipeline is told to stop until open() exits."""
+        before = count_tasks()
+        stop_at = 0.0
+        if how == "cancel_scope":
+            stop_at = time.monotonic() + 0.5
+            with trio.move_on_after(0.5):
+                async with stream.open() as items:
+                    async for _ in items:
+                        pass  # pragma: no cover
+        else:
+            try:
+                async with stream.open() as items:
+                    with trio.move_on_after(0.5):
+                        await items.receive()
+                    stop_at = time.monotonic()
+                    if how == "exception":
+                        raise LookupError("stop")
+                    # "break": leave the block normally with items still in flight
+            except LookupError:
+                pass
+        assert count_tasks() == before
+        return time.monotonic() - stop_at
+
+    assert trio.run(main) < 1.0
+    res.check(within=1.0)
+
+
+def test_closing_open_sync_with_work_in_workers_returns_within_a_second() -> None:
+    res = Resources()
+    stream = snake.from_iterable([0.0, 0.0] + [60.0] * 10).par_map(funcs.sleep_then_return, workers=2)
+    with stream.open_sync() as items:
+        assert next(items) == 0.0
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 1.0
+    res.check(within=1.0)
+
+
+def test_thread_backend_cancels_after_the_unit_in_flight() -> None:
+    res = Resources()
+    stream = snake.from_iterable([0.0] * 4 + [0.3] * 100).par_map(
+        funcs.sleep_then_return, workers=2, backend="thread"
+    )
+    t0 = time.monotonic()
+    for i, _ in enumerate(stream):
+        if i == 3:
+            t0 = time.monotonic()
+            break
+    # Threads cannot be killed: cancellation waits for the short unit in flight.
+    assert time.monotonic() - t0 < 1.0
+    res.check(within=1.0)
+
+
+async def test_cancel_scope_around_open_in_a_trio_program() -> None:
+    async def forever(x: int) -> int:
+        await trio.sleep_forever()
+        return x  # pragma: no cover
+
+    before = count_tasks()
+    with trio.move_on_after(0.2) as scope:
+        async with snake.from_iterable(itertools.count()).par_then(forever, limit=10).open() as items:
+            async for _ in items:
+                pass  # pragma: no cover
+    assert scope.cancelled_caught
+    assert count_tasks() == before
+
+
+async def test_aclose_stops_the_upstream() -> None:
+    async with snake.from_iterable(itertools.count()).map(funcs.inc).open() as items:
+        assert await items.receive() == 1
+        await items.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await items.receive()

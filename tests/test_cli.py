@@ -1,0 +1,51 @@
+"""The snake command and the benchmarks run (how fast is for bench/, not for tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("backend", ["process", "thread"])
+def test_demo_runs_and_reports(backend: str) -> None:
+    proc = run("-m", "snake", "demo", "--backend", backend)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "from_iterable(<range len=100>).par_then(slow_read, limit=16).par_map(" in out
+    assert re.search(r"^items:\s+100$", out, re.M)
+    # sum of fib(20 + i % 10) over i < 100: the same whichever backend computed it
+    assert re.search(r"^checksum:\s+13353230$", out, re.M)
+    for field in ("pipeline", "sequential"):
+        assert re.search(rf"^{field}:\s+\d+\.\d+ s$", out, re.M), out
+    assert re.search(r"^speed-up:\s+\d+\.\d+x$", out, re.M)
+
+
+def test_help_and_bad_arguments() -> None:
+    proc = run("-m", "snake", "--help")
+    assert proc.returncode == 0 and "demo" in proc.stdout
+    proc = run("-m", "snake", "demo", "--items", "0")
+    assert proc.returncode == 2 and "0 must be >= 1" in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["overhead.py", "seed.py"])
+def test_benchmark_runs(script: str, tmp_path: object) -> None:
+    out_json = os.path.join(str(tmp_path), "r.json")
+    proc = run(os.path.join("bench", script), "--quick", "--json", out_json)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(out_json) as f:
+        data = json.load(f)
+    assert data["machine"]["cpus"] >= 1
+    assert data["results"], data
