@@ -88,7 +88,8 @@ async def test_par_then_concurrency_never_exceeds_limit(autojump_clock: trio.abc
         peak = 0
         got = await snake.from_iterable(range(300)).par_then(io, limit=7, ordered=ordered).collect()
         assert sorted(got) == list(range(300))
-        assert peak == 7
+        # Ordered: finished items waiting for a slow one still occupy the window.
+        assert peak == 7 if not ordered else 2 <= peak <= 7
 
 
 async def test_ordered_window_holds_back_at_most_limit_items(autojump_clock: trio.abc.Clock) -> None:

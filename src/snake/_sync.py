@@ -21,8 +21,11 @@ from ._run import open_pipeline
 
 T = TypeVar("T")
 
-#: Chunks waiting in the hand-off for the consumer thread.
-HANDOFF_CHUNKS = 2
+#: Chunks the hand-off to the consumer thread holds at most.
+HANDOFF_CHUNKS = 8
+#: The consumer wakes the trio thread only once the hand-off is down to this many
+#: chunks: each wake-up costs ~50-100 us of thread hand-over, so it must be rare.
+HANDOFF_LOW_WATER = 2
 #: How long closing waits for the helper thread after cancelling it.
 _JOIN_TIMEOUT_S = 30.0
 
@@ -37,6 +40,7 @@ class _Bridge:
         self._token: trio.lowlevel.TrioToken | None = None
         self._scope: trio.CancelScope | None = None
         self._room: trio.Event | None = None
+        self._producer_waiting = False
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._thread_main, name="snake-pipeline", daemon=True)
 
@@ -70,6 +74,7 @@ class _Bridge:
                                 self._cond.notify()
                                 break
                             self._room = trio.Event()
+                            self._producer_waiting = True
                         await self._room.wait()
 
     def _wake_producer(self) -> None:
@@ -90,10 +95,12 @@ class _Bridge:
                     cond.wait()
                 if self._chunks:
                     chunk = self._chunks.popleft()
-                    was_full = len(self._chunks) == HANDOFF_CHUNKS - 1
+                    wake = self._producer_waiting and len(self._chunks) <= HANDOFF_LOW_WATER
+                    if wake:
+                        self._producer_waiting = False
                 else:
                     break
-            if was_full and self._token is not None:
+            if wake and self._token is not None:
                 try:
                     self._token.run_sync_soon(self._wake_producer)
                 except trio.RunFinishedError:
