@@ -2,7 +2,9 @@
 
 from . import kernels as kernels
 from ._errors import RemoteError as RemoteError, WorkerCrashedError as WorkerCrashedError
+from ._pool import WorkerPool as WorkerPool, WorkerPoolStatistics as WorkerPoolStatistics
 from ._run import Items as Items
+from ._stats import PipelineStatistics as PipelineStatistics, StageStatistics as StageStatistics
 from ._stream import Stream as Stream, from_async_iterable as from_async_iterable, from_iterable as from_iterable
 from ._sync import SyncItems as SyncItems
 
@@ -10,10 +12,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Items",
+    "PipelineStatistics",
     "RemoteError",
+    "StageStatistics",
     "Stream",
     "SyncItems",
     "WorkerCrashedError",
+    "WorkerPool",
+    "WorkerPoolStatistics",
     "from_async_iterable",
     "from_iterable",
     "kernels",

@@ -10,6 +10,7 @@ import trio
 
 from ._chan import Chunk, Inbox, open_chunk_channel
 from ._ops.base import Fused, InlineSpec, SourceSpec, Spec, TaskSpec
+from ._stats import CounterSource, PipelineStatistics, StageCounters, snapshot
 from ._util import CHUNK_CAP
 
 T = TypeVar("T")
@@ -18,18 +19,27 @@ T = TypeVar("T")
 class Context:
     """Per-run state shared by the stages of one opened pipeline."""
 
-    __slots__ = ("labels", "source_items")
+    __slots__ = ("labels", "sources", "_counters")
 
     def __init__(self, labels: list[str]) -> None:
         self.labels = labels
-        #: Items the source has produced so far (for backpressure checks).
-        self.source_items = 0
+        self._counters = {label: StageCounters() for label in labels}
+        #: Where each stage's statistics are read from: its counters, or its inline op.
+        self.sources: list[CounterSource] = [self._counters[label] for label in labels]
 
     def label(self, index: int) -> str:
         return self.labels[index]
 
+    def counters(self, label: str) -> StageCounters:
+        return self._counters[label]
+
     def count_source(self, n: int) -> None:
-        self.source_items += n
+        c = self._counters[self.labels[0]]
+        c.items_in += n
+        c.items_out += n
+
+    def statistics(self) -> PipelineStatistics:
+        return PipelineStatistics(tuple(snapshot(lb, src) for lb, src in zip(self.labels, self.sources)))
 
 
 def stage_labels(specs: list[Spec]) -> list[str]:
@@ -100,6 +110,10 @@ class Items(trio.abc.ReceiveChannel[T], Generic[T]):
             out = out + more
         return out
 
+    def statistics(self) -> PipelineStatistics:
+        """Per-stage counters of this run so far (items in and out, errors skipped, ...)."""
+        return self._ctx.statistics()
+
     async def aclose(self) -> None:
         """Stop receiving: the stages upstream stop at their next send."""
         self._inbox.close()
@@ -161,7 +175,9 @@ async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
                 while j < len(specs) and isinstance(specs[j], InlineSpec):
                     inline = specs[j]
                     assert isinstance(inline, InlineSpec)
-                    ops.append(inline.make(labels[j]))
+                    op = inline.make(labels[j])
+                    ctx.sources[j] = op
+                    ops.append(op)
                     j += 1
                 fused = Fused(ops)
                 send, next_recv = open_chunk_channel()
@@ -183,6 +199,9 @@ async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
     except BaseExceptionGroup as group:
         error = pick_exception(group)
     if error is not None:
+        if isinstance(error.__context__, trio.Cancelled):
+            # Picked up while trio unwound the other tasks: noise in the traceback.
+            error.__suppress_context__ = True
         # Raised outside the except block, so the group does not become its __context__.
         try:
             raise error

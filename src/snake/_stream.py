@@ -6,15 +6,18 @@ Every method validates its arguments where the user calls it and returns a new
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Generic, NoReturn, TypeVar, final
 
+import attrs
+
 from ._ops.base import SourceSpec, Spec
 from ._ops.buffer import Prefetch
 from ._ops.inline import Batch, Enumerate, Filter, FlatMap, Map, Skip, Take
-from ._ops.parallel import Backend, ParMap, ParThen, WorkerType
+from ._errors import ErrorMode, ErrorPolicy
+from ._ops.parallel import Backend, ParMap, ParThen
+from ._pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._ops.source import FromAsyncIterable, FromIterable
 from ._run import Items, open_pipeline
 from ._sync import SyncItems, open_sync
@@ -23,8 +26,20 @@ from ._util import check_bool, check_callable, check_int, check_picklable, descr
 T = TypeVar("T")
 U = TypeVar("U")
 
+_ERROR_STAGES = (Map, Filter, FlatMap, ParThen, ParMap)
+
 _BACKENDS = ("process", "thread")
-_WORKER_TYPES = ("auto", "fork", "forkserver", "spawn")
+_ON_ERROR_MODES = ("raise", "skip")
+
+
+def _check_timeout(method: str, timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{method}: timeout={timeout!r} must be a number of seconds or None")
+    if not timeout > 0:
+        raise ValueError(f"{method}: timeout={timeout!r} must be > 0")
+    return float(timeout)
 
 
 @final
@@ -96,18 +111,26 @@ class Stream(Generic[T]):
         return self._then(ParThen(afn, 1, True, name="then"))
 
     def par_then(
-        self, afn: Callable[[T], Awaitable[U]], /, *, limit: int = 16, ordered: bool = True
+        self,
+        afn: Callable[[T], Awaitable[U]],
+        /,
+        *,
+        limit: int = 16,
+        ordered: bool = True,
+        timeout: float | None = None,
     ) -> Stream[U]:
         """Await ``afn(item)`` in up to ``limit`` concurrent trio tasks: for IO.
 
         With ``ordered=True`` (the default) items keep their input order; a slow
         item holds back at most ``limit`` others. ``ordered=False`` yields in
-        completion order.
+        completion order. With ``timeout`` (seconds), an item that takes longer is
+        cancelled and raises ``TimeoutError`` (or is dropped under ``on_error("skip")``).
         """
         check_callable("par_then", afn, want_async=True)
         check_int("par_then", "limit", limit, minimum=1)
         check_bool("par_then", "ordered", ordered)
-        return self._then(ParThen(afn, limit, ordered))
+        timeout = _check_timeout("par_then", timeout)
+        return self._then(ParThen(afn, limit, ordered, timeout=timeout))
 
     def par_map(
         self,
@@ -118,6 +141,9 @@ class Stream(Generic[T]):
         backend: Backend = "process",
         ordered: bool = True,
         worker_type: WorkerType = "auto",
+        retries: int = 0,
+        timeout: float | None = None,
+        pool: WorkerPool | None = None,
     ) -> Stream[U]:
         """Run a sync ``fn`` on every item in parallel: for CPU work.
 
@@ -129,16 +155,37 @@ class Stream(Generic[T]):
         the number of CPUs this process may use. ``worker_type`` picks how
         worker processes start: ``"auto"`` is ``"fork"`` on Linux (about 4 ms a
         worker) and ``"spawn"`` elsewhere (100-300 ms, re-imports ``__main__``).
+
+        Process workers only: a worker that dies (a crash, ``os._exit``, a signal)
+        raises ``WorkerCrashedError`` naming the item; with ``retries=k`` the item
+        is run again, on a fresh worker, up to k times. ``timeout`` (seconds per
+        item) kills the worker of an item that runs longer and raises
+        ``TimeoutError`` (or retries it). Large numpy arrays in results come back
+        through shared memory. ``pool`` runs the stage on a :class:`WorkerPool`'s
+        warm workers instead of starting its own.
         """
         check_callable("par_map", fn, want_async=False)
+        if pool is not None and not isinstance(pool, WorkerPool):
+            raise TypeError(f"par_map: pool={pool!r} must be a snake.WorkerPool")
         if workers is None:
-            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            workers = pool.workers if pool is not None else default_workers()
         check_int("par_map", "workers", workers, minimum=1)
         if backend not in _BACKENDS:
             raise ValueError(f"par_map: backend={backend!r} must be one of {_BACKENDS}")
         check_bool("par_map", "ordered", ordered)
-        if worker_type not in _WORKER_TYPES:
-            raise ValueError(f"par_map: worker_type={worker_type!r} must be one of {_WORKER_TYPES}")
+        check_worker_type("par_map", worker_type)
+        check_int("par_map", "retries", retries, minimum=0)
+        timeout = _check_timeout("par_map", timeout)
+        if backend == "thread" and (retries or timeout is not None or pool is not None):
+            raise ValueError(
+                f'par_map: retries={retries!r}, timeout={timeout!r} and pool need backend="process" '
+                "(a thread cannot crash alone or be stopped)"
+            )
+        if pool is not None:
+            if workers > pool.workers:
+                raise ValueError(f"par_map: workers={workers!r} is more than the pool's {pool.workers}")
+            if worker_type != "auto":
+                raise ValueError("par_map: worker_type is set by the pool; leave it out with pool=")
         if backend == "process":
             check_picklable("par_map", fn)
             # Imported now (~10 ms), not when the stage starts: opening the stream
@@ -146,7 +193,36 @@ class Stream(Generic[T]):
             import trio_parallel  # noqa: F401
         elif worker_type != "auto":
             raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
-        return self._then(ParMap(fn, workers, backend, ordered, worker_type))
+        return self._then(ParMap(fn, workers, backend, ordered, worker_type, retries, timeout, pool))
+
+    def on_error(self, mode: ErrorMode, /, *, max_errors: int | float | None = None) -> Stream[T]:
+        """Set what the stage just before does when its function raises for an item.
+
+        ``"raise"`` (the default) fails the pipeline with the item's exception.
+        ``"skip"`` drops the item, logs it once (logger ``snake.errors``) and counts
+        it in ``statistics()``; past ``max_errors`` (a count, or a fraction of the
+        items the stage has received, at least one) the pipeline fails with the
+        last error. Applies to ``map``, ``filter``, ``flat_map``, ``then``,
+        ``par_then`` and ``par_map``, including their timeouts and worker crashes.
+        """
+        if mode not in _ON_ERROR_MODES:
+            raise ValueError(f"on_error: mode={mode!r} must be one of {_ON_ERROR_MODES}")
+        if max_errors is not None:
+            if mode != "skip":
+                raise ValueError(f"on_error: max_errors={max_errors!r} only applies to 'skip'")
+            if isinstance(max_errors, bool) or not isinstance(max_errors, (int, float)):
+                raise TypeError(f"on_error: max_errors={max_errors!r} must be an int, a float or None")
+            if isinstance(max_errors, int) and max_errors < 0:
+                raise ValueError(f"on_error: max_errors={max_errors!r} must be >= 0")
+            if isinstance(max_errors, float) and not 0 < max_errors < 1:
+                raise ValueError(f"on_error: max_errors={max_errors!r} as a fraction must be in (0, 1)")
+        last = self._specs[-1]
+        if not isinstance(last, _ERROR_STAGES):
+            raise ValueError(
+                f"on_error applies to the stage before it (map, filter, flat_map, then, par_then "
+                f"or par_map); that stage is {last.describe()}"
+            )
+        return Stream(self._specs[:-1] + (attrs.evolve(last, errors=ErrorPolicy(mode, max_errors)),))
 
     def prefetch(self, n: int, /) -> Stream[T]:
         """Keep up to ``n`` items ready ahead of the consumer."""

@@ -17,7 +17,8 @@ from typing import Any, Generic, TypeVar, final
 import trio
 
 from ._ops.base import Spec
-from ._run import open_pipeline
+from ._run import Items, open_pipeline
+from ._stats import PipelineStatistics
 
 T = TypeVar("T")
 
@@ -42,6 +43,7 @@ class _Bridge:
         self._room: trio.Event | None = None
         self._producer_waiting = False
         self._started = threading.Event()
+        self._items: Items[Any] | None = None
         self._thread = threading.Thread(target=self._thread_main, name="snake-pipeline", daemon=True)
 
     # -- trio thread ------------------------------------------------------------
@@ -63,6 +65,7 @@ class _Bridge:
             self._scope = scope
             self._started.set()
             async with open_pipeline(self._specs) as items:
+                self._items = items
                 while True:
                     chunk = await items.receive_chunk()
                     if chunk is None:
@@ -109,6 +112,11 @@ class _Bridge:
         self._thread.join()
         self.raise_pending()
 
+    def statistics(self) -> PipelineStatistics:
+        if self._items is None:
+            return PipelineStatistics(())
+        return self._items.statistics()
+
     def raise_pending(self) -> None:
         """Raise the pipeline's error if it failed after the consumer stopped reading."""
         error, self._error = self._error, None
@@ -136,10 +144,15 @@ class _Bridge:
 class SyncItems(Iterator[T], Generic[T]):
     """The consumer's end of a pipeline opened with ``open_sync()``: an iterator."""
 
-    __slots__ = ("_gen",)
+    __slots__ = ("_gen", "_bridge")
 
     def __init__(self, bridge: _Bridge) -> None:
+        self._bridge = bridge
         self._gen: Iterator[T] = _flatten(bridge)
+
+    def statistics(self) -> PipelineStatistics:
+        """Per-stage counters of this run so far (read from the pipeline's thread)."""
+        return self._bridge.statistics()
 
     def __iter__(self) -> Iterator[T]:
         # The flattening generator itself: no Python-level __next__ per item.

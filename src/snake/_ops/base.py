@@ -5,8 +5,11 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Any
 
+from .._util import CHUNK_CAP
+
 if TYPE_CHECKING:
     from .._chan import Inbox
+    from .._errors import ErrorBudget
     from .._run import Context
 
 Chunk = list[Any]
@@ -54,7 +57,7 @@ class TaskSpec(Spec):
 class Op(abc.ABC):
     """One inline operator, applied to whole chunks. Stateful; one per run."""
 
-    __slots__ = ("label", "done", "seen")
+    __slots__ = ("label", "done", "seen", "emitted", "weight", "budget")
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -62,6 +65,24 @@ class Op(abc.ABC):
         self.done = False
         #: Items this operator has consumed so far (for error notes).
         self.seen = 0
+        #: Items it has passed on (counted by :class:`Fused`).
+        self.emitted = 0
+        #: Input items one output item stands for (``size`` for ``batch``).
+        self.weight = 1
+        #: The ``on_error`` accounting, for operators that call user functions.
+        self.budget: ErrorBudget | None = None
+
+    @property
+    def items_in(self) -> int:
+        return self.seen
+
+    @property
+    def items_out(self) -> int:
+        return self.emitted
+
+    @property
+    def errors_skipped(self) -> int:
+        return self.budget.skipped if self.budget is not None else 0
 
     @abc.abstractmethod
     def __call__(self, chunk: Chunk) -> Chunk: ...
@@ -88,7 +109,20 @@ class Fused:
             if not chunk:
                 return chunk
             chunk = op(chunk)
+            op.emitted += len(chunk)
         return chunk
+
+    def weight(self) -> int:
+        """Input items one output item stands for (a batch of 64 counts as 64)."""
+        weight = 1
+        for op in self.ops:
+            weight *= op.weight
+        return weight
+
+    def outbox_cap(self) -> int:
+        """How many output items an :class:`Outbox` after these operators may hold:
+        ``CHUNK_CAP`` input items' worth."""
+        return max(1, CHUNK_CAP // self.weight())
 
     @property
     def done(self) -> bool:
@@ -112,4 +146,5 @@ class Fused:
                 chunk = op(chunk)
             if not op.done:
                 chunk = chunk + op.flush()
+            op.emitted += len(chunk)
         return chunk

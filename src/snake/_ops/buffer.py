@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 @attrs.frozen
 class Prefetch(TaskSpec):
-    """Pulls ahead of the consumer until ``n`` items are buffered."""
+    """Pulls ahead of the consumer until about ``n`` items are ready (``n`` input items'
+    worth when a ``batch`` follows), besides the chunk in transit downstream."""
 
     n: int
 
@@ -26,7 +27,8 @@ class Prefetch(TaskSpec):
     async def run(
         self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
     ) -> None:
-        outbox = Outbox(send, cap=self.n)
+        outbox = Outbox(send, cap=max(1, self.n // fused.weight()))
+        counters = ctx.counters(label)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(outbox.run, nursery.cancel_scope)
             while not fused.done:
@@ -34,6 +36,8 @@ class Prefetch(TaskSpec):
                 chunk = await inbox.receive()
                 if chunk is None:
                     break
+                counters.items_in += len(chunk)
+                counters.items_out += len(chunk)
                 outbox.put(fused(chunk))
             outbox.put(fused.flush())
             outbox.close()

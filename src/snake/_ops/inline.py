@@ -14,8 +14,12 @@ from typing import Any
 
 import attrs
 
+from .._errors import ErrorBudget, ErrorPolicy
 from .._util import add_note, describe_callable
 from .base import Chunk, InlineSpec, Op
+
+
+_RAISE = ErrorPolicy()
 
 
 def _failed_index(op: Op, chunk: Chunk, it: Any) -> int:
@@ -26,11 +30,15 @@ def _failed_index(op: Op, chunk: Chunk, it: Any) -> int:
 class _MapOp(Op):
     __slots__ = ("fn",)
 
-    def __init__(self, label: str, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, label: str, fn: Callable[[Any], Any], errors: ErrorPolicy = _RAISE) -> None:
         super().__init__(label)
         self.fn = fn
+        if errors.mode != "raise":
+            self.budget = ErrorBudget(errors, label)
 
     def __call__(self, chunk: Chunk) -> Chunk:
+        if self.budget is not None:
+            return self._skipping(chunk)
         it = iter(chunk)
         try:
             out = list(map(self.fn, it))
@@ -40,11 +48,36 @@ class _MapOp(Op):
         self.seen += len(chunk)
         return out
 
+    def _one(self, x: Any, out: Chunk) -> None:
+        out.append(self.fn(x))
+
+    def _skipping(self, chunk: Chunk) -> Chunk:
+        """The ``on_error("skip")`` path: item by item, dropping the items that raise."""
+        budget = self.budget
+        assert budget is not None
+        out: Chunk = []
+        one = self._one
+        for x in chunk:
+            self.seen += 1
+            try:
+                one(x, out)
+            except Exception as exc:
+                add_note(exc, self.label, self.seen - 1)
+                if not budget.absorb(exc, self.seen - 1, self.seen):
+                    raise
+        return out
+
 
 class _FilterOp(_MapOp):
     __slots__ = ()
 
+    def _one(self, x: Any, out: Chunk) -> None:
+        if self.fn(x):
+            out.append(x)
+
     def __call__(self, chunk: Chunk) -> Chunk:
+        if self.budget is not None:
+            return self._skipping(chunk)
         it = iter(chunk)
         try:
             out = list(filter(self.fn, it))
@@ -61,7 +94,12 @@ class _FilterOp(_MapOp):
 class _FlatMapOp(_MapOp):
     __slots__ = ()
 
+    def _one(self, x: Any, out: Chunk) -> None:
+        out.extend(list(self.fn(x)))
+
     def __call__(self, chunk: Chunk) -> Chunk:
+        if self.budget is not None:
+            return self._skipping(chunk)
         it = iter(chunk)
         out: Chunk = []
         extend = out.extend
@@ -137,6 +175,7 @@ class _BatchOp(Op):
 
     def __init__(self, label: str, size: int, drop_last: bool) -> None:
         super().__init__(label)
+        self.weight = size
         self.size = size
         self.drop_last = drop_last
         self.buf: Chunk = []
@@ -171,34 +210,37 @@ class _BatchOp(Op):
 @attrs.frozen
 class Map(InlineSpec):
     fn: Callable[[Any], Any]
+    errors: ErrorPolicy = _RAISE
 
     def describe(self) -> str:
-        return f"map({describe_callable(self.fn)})"
+        return f"map({describe_callable(self.fn)}){self.errors.describe()}"
 
     def make(self, label: str) -> Op:
-        return _MapOp(label, self.fn)
+        return _MapOp(label, self.fn, self.errors)
 
 
 @attrs.frozen
 class Filter(InlineSpec):
     pred: Callable[[Any], Any]
+    errors: ErrorPolicy = _RAISE
 
     def describe(self) -> str:
-        return f"filter({describe_callable(self.pred)})"
+        return f"filter({describe_callable(self.pred)}){self.errors.describe()}"
 
     def make(self, label: str) -> Op:
-        return _FilterOp(label, self.pred)
+        return _FilterOp(label, self.pred, self.errors)
 
 
 @attrs.frozen
 class FlatMap(InlineSpec):
     fn: Callable[[Any], Iterable[Any]]
+    errors: ErrorPolicy = _RAISE
 
     def describe(self) -> str:
-        return f"flat_map({describe_callable(self.fn)})"
+        return f"flat_map({describe_callable(self.fn)}){self.errors.describe()}"
 
     def make(self, label: str) -> Op:
-        return _FlatMapOp(label, self.fn)
+        return _FlatMapOp(label, self.fn, self.errors)
 
 
 @attrs.frozen

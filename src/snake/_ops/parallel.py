@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import operator
 import pickle
-import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -24,8 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 
+from .. import _shm
 from .._chan import Chunk, Inbox, Outbox
-from .._errors import RemoteError, WorkerCrashedError
+from .._errors import ErrorBudget, ErrorPolicy, RemoteError, WorkerCrashedError
+from .._pool import WorkerPool, WorkerType, resolve_worker_type
+from .._stats import StageCounters
 from .._util import CHUNK_CAP, add_note, describe_callable
 from .base import Fused, TaskSpec
 
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
     from .._run import Context
 
 Backend = Literal["process", "thread"]
-WorkerType = Literal["auto", "fork", "forkserver", "spawn"]
 
 #: Work per call a process worker is given, once per-item time is known. A call
 #: leaves its worker idle for a round trip (0.1-0.5 ms with every core busy), so
@@ -57,7 +58,9 @@ class _Core:
         window: int,
         call: Callable[[Chunk, int], Awaitable[Chunk]],
         unit_size: Callable[[], int],
+        counters: StageCounters,
     ) -> None:
+        self.counters = counters
         self.inbox = inbox
         self.fused = fused
         self.outbox = outbox
@@ -102,6 +105,7 @@ class _Core:
                 self.pos = end
                 unit = self.next_unit
                 self.next_unit = unit + 1
+                self.counters.items_in += end - start
                 return unit, self.base + start, self.chunk[start:end]
             if self.eof:
                 return None
@@ -127,6 +131,7 @@ class _Core:
                 self.pos = 0
 
     def _complete(self, unit: int, results: Chunk) -> None:
+        self.counters.items_out += len(results)
         if self.ordered:
             if unit != self.emit_unit:
                 self.pending[unit] = results
@@ -173,14 +178,19 @@ class _Core:
             self.outbox.close()
 
 
+_RAISE = ErrorPolicy()
+
+
 @attrs.frozen
 class ParThen(TaskSpec):
-    """``then(afn)`` (limit=1) and ``par_then(afn, limit=N, ordered=...)``."""
+    """``then(afn)`` (limit=1) and ``par_then(afn, limit=N, ordered=..., timeout=...)``."""
 
     afn: Callable[[Any], Awaitable[Any]]
     limit: int = 1
     ordered: bool = True
     name: str = "par_then"
+    timeout: float | None = None
+    errors: ErrorPolicy = _RAISE
 
     def describe(self) -> str:
         args = [describe_callable(self.afn)]
@@ -188,67 +198,104 @@ class ParThen(TaskSpec):
             args.append(f"limit={self.limit}")
             if not self.ordered:
                 args.append("ordered=False")
-        return f"{self.name}({', '.join(args)})"
+        if self.timeout is not None:
+            args.append(f"timeout={self.timeout!r}")
+        return f"{self.name}({', '.join(args)}){self.errors.describe()}"
 
     async def run(
         self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
     ) -> None:
         afn = self.afn
+        timeout = self.timeout
+        counters = ctx.counters(label)
+        budget = counters.budget = ErrorBudget(self.errors, label)
 
         async def call(items: Chunk, start: int) -> Chunk:
             try:
-                return [await afn(items[0])]
+                if timeout is None:
+                    return [await afn(items[0])]
+                with trio.move_on_after(timeout) as scope:
+                    result = await afn(items[0])
+                if scope.cancelled_caught:
+                    counters.timeouts += 1
+                    raise TimeoutError(f"stage {label}: item index {start} took longer than timeout={timeout}s")
+                return [result]
             except Exception as exc:
                 add_note(exc, label, start)
+                if budget.absorb(exc, start, counters.items_in):
+                    return []
                 raise
 
         core = _Core(
             inbox=inbox,
             fused=fused,
-            outbox=Outbox(send),
+            outbox=Outbox(send, cap=fused.outbox_cap()),
             ordered=self.ordered,
             slots=self.limit,
             window=self.limit,
             call=call,
             unit_size=lambda: 1,
+            counters=counters,
         )
         await core.run()
 
 
-def _apply(fn: Callable[[Any], Any], items: Chunk, start: int, label: str) -> Chunk:
-    """Run ``fn`` over ``items``; a failure gets the stage note with its index."""
-    it = iter(items)
+Failure = tuple[int, BaseException]
+
+
+def _apply(
+    fn: Callable[[Any], Any], items: Chunk, start: int, label: str, skip: bool
+) -> tuple[Chunk, list[Failure]]:
+    """Run ``fn`` over ``items``. A failure gets the stage note with its index and is
+    raised, or, when ``skip``, collected with its index while the other items go on."""
+    if not skip:
+        it = iter(items)
+        try:
+            return list(map(fn, it)), []
+        except Exception as exc:
+            add_note(exc, label, start + len(items) - operator.length_hint(it) - 1)
+            raise
+    results: Chunk = []
+    failures: list[Failure] = []
+    for i, x in enumerate(items):
+        try:
+            results.append(fn(x))
+        except Exception as exc:
+            add_note(exc, label, start + i)
+            failures.append((start + i, exc))
+    return results, failures
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` with the worker's traceback as a note, or a RemoteError if it cannot pickle."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False))
+    exc.add_note("snake: traceback in the worker process:\n" + tb.rstrip())
     try:
-        return list(map(fn, it))
-    except Exception as exc:
-        add_note(exc, label, start + len(items) - operator.length_hint(it) - 1)
-        raise
+        pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return RemoteError(f"{type(exc).__qualname__}: {exc}\n{tb}")
+    return exc
 
 
 def _apply_in_worker(
-    fn: Callable[[Any], Any], items: Chunk, start: int, label: str
-) -> tuple[bool, Any]:
-    """The function a worker process runs: results, or a picklable failure."""
+    fn: Callable[[Any], Any], items: Chunk, start: int, label: str, skip: bool, shm_prefix: str | None
+) -> tuple[bool, Any, list[Failure]]:
+    """What a worker process runs: ``(True, results, failures)`` or ``(False, error, [])``.
+
+    Large numpy arrays in the results travel through shared memory (see ``_shm``).
+    """
     try:
-        return True, _apply(fn, items, start, label)
+        results, failures = _apply(fn, items, start, label, skip)
     except Exception as exc:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        exc.add_note("snake: traceback in the worker process:\n" + tb.rstrip())
-        try:
-            pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            return False, RemoteError(f"{type(exc).__qualname__}: {exc}\n{tb}")
-        return False, exc
+        return False, _portable(exc), []
+    failures = [(i, _portable(e)) for i, e in failures]
+    if shm_prefix is not None:
+        results = _shm.export(results, shm_prefix)
+    return True, results, failures
 
 
 def _noop() -> None:
     return None
-
-
-def _default_worker_type() -> str:
-    # fork starts a worker in ~4 ms here against ~100-300 ms for spawn/forkserver;
-    # it is the default where it is reliable (Linux), spawn elsewhere.
-    return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 class _Pacer:
@@ -270,15 +317,28 @@ class _Pacer:
         self.per_item = sample if self.per_item is None else 0.5 * (self.per_item + sample)
 
 
+class _Lost(Exception):
+    """A call whose worker died or was killed for running past its deadline."""
+
+    def __init__(self, timed_out: bool, cause: BaseException | None) -> None:
+        super().__init__("timed out" if timed_out else "worker died")
+        self.timed_out = timed_out
+        self.cause = cause
+
+
 @attrs.frozen
 class ParMap(TaskSpec):
-    """``par_map(fn, workers=N, backend=..., ordered=...)``."""
+    """``par_map(fn, workers=N, backend=..., ordered=..., retries=..., timeout=..., pool=...)``."""
 
     fn: Callable[[Any], Any]
     workers: int
     backend: Backend = "process"
     ordered: bool = True
     worker_type: WorkerType = "auto"
+    retries: int = 0
+    timeout: float | None = None
+    pool: WorkerPool | None = None
+    errors: ErrorPolicy = _RAISE
 
     def describe(self) -> str:
         args = [describe_callable(self.fn), f"workers={self.workers}"]
@@ -288,15 +348,23 @@ class ParMap(TaskSpec):
             args.append("ordered=False")
         if self.worker_type != "auto":
             args.append(f"worker_type={self.worker_type!r}")
-        return f"par_map({', '.join(args)})"
+        if self.retries:
+            args.append(f"retries={self.retries}")
+        if self.timeout is not None:
+            args.append(f"timeout={self.timeout!r}")
+        if self.pool is not None:
+            args.append("pool=<WorkerPool>")
+        return f"par_map({', '.join(args)}){self.errors.describe()}"
 
     async def run(
         self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
     ) -> None:
+        counters = ctx.counters(label)
+        counters.budget = ErrorBudget(self.errors, label)
         if self.backend == "thread":
-            await self._run_threads(label, inbox, fused, send)
+            await self._run_threads(label, inbox, fused, send, counters)
         else:
-            await self._run_processes(label, inbox, fused, send)
+            await self._run_processes(label, inbox, fused, send, counters)
 
     def _core(
         self,
@@ -305,22 +373,38 @@ class ParMap(TaskSpec):
         send: trio.MemorySendChannel[Chunk],
         pacer: _Pacer,
         call: Callable[[Chunk, int], Awaitable[Chunk]],
+        counters: StageCounters,
     ) -> _Core:
         return _Core(
             inbox=inbox,
             fused=fused,
-            outbox=Outbox(send),
+            outbox=Outbox(send, cap=fused.outbox_cap()),
             ordered=self.ordered,
             slots=self.workers,
             window=2 * self.workers,
             call=call,
             unit_size=pacer.size,
+            counters=counters,
         )
 
+    @staticmethod
+    def _absorb_failures(failures: list[Failure], counters: StageCounters) -> None:
+        budget = counters.budget
+        assert budget is not None
+        for index, exc in failures:
+            if not budget.absorb(exc, index, counters.items_in):
+                raise exc
+
     async def _run_threads(
-        self, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
+        self,
+        label: str,
+        inbox: Inbox,
+        fused: Fused,
+        send: trio.MemorySendChannel[Chunk],
+        counters: StageCounters,
     ) -> None:
         fn = self.fn
+        skip = self.errors.mode == "skip"
         limiter = trio.CapacityLimiter(self.workers)
         pacer = _Pacer(_THREAD_CALL_S)
 
@@ -328,53 +412,159 @@ class ParMap(TaskSpec):
             t0 = time.perf_counter()
             # Not abandoned on cancel: a thread cannot be killed, so cancellation
             # waits for the (short, ~2 ms) unit in flight and no thread outlives the stage.
-            results = await trio.to_thread.run_sync(_apply, fn, items, start, label, limiter=limiter)
+            results, failures = await trio.to_thread.run_sync(
+                _apply, fn, items, start, label, skip, limiter=limiter
+            )
             pacer.record(len(items), time.perf_counter() - t0)
+            if failures:
+                self._absorb_failures(failures, counters)
             return results
 
-        await self._core(inbox, fused, send, pacer, call).run()
+        await self._core(inbox, fused, send, pacer, call, counters).run()
 
     async def _run_processes(
-        self, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
+        self,
+        label: str,
+        inbox: Inbox,
+        fused: Fused,
+        send: trio.MemorySendChannel[Chunk],
+        counters: StageCounters,
+    ) -> None:
+        if self.pool is not None:
+            context = self.pool._acquire(label)
+            try:
+                await self._run_on(context, label, inbox, fused, send, counters)
+            finally:
+                self.pool._release()
+            return
+        import trio_parallel
+
+        async with trio_parallel.open_worker_context(
+            worker_type=trio_parallel.WorkerType(resolve_worker_type(self.worker_type)),
+            idle_timeout=math.inf,
+            grace_period=5.0,
+        ) as context:
+            await self._run_on(context, label, inbox, fused, send, counters)
+
+    async def _run_on(
+        self,
+        workers: Any,
+        label: str,
+        inbox: Inbox,
+        fused: Fused,
+        send: trio.MemorySendChannel[Chunk],
+        counters: StageCounters,
     ) -> None:
         import trio_parallel
 
         fn = self.fn
+        skip = self.errors.mode == "skip"
+        timeout = self.timeout
+        retries = self.retries
+        budget = counters.budget
+        assert budget is not None
         limiter = trio.CapacityLimiter(self.workers)
         pacer = _Pacer(_PROCESS_CALL_S)
-        wtype = self.worker_type if self.worker_type != "auto" else _default_worker_type()
+        shm_prefix = _shm.new_prefix() if _shm.available() else None
 
-        async with trio_parallel.open_worker_context(
-            worker_type=trio_parallel.WorkerType(wtype), idle_timeout=math.inf, grace_period=5.0
-        ) as workers:
-
-            async def call(items: Chunk, start: int) -> Chunk:
-                t0 = time.perf_counter()
-                try:
-                    ok, payload = await workers.run_sync(
-                        _apply_in_worker, fn, items, start, label, kill_on_cancel=True, limiter=limiter
+        async def attempt(items: Chunk, start: int) -> Chunk:
+            """One call on a worker; raises _Lost if the worker dies or runs past the deadline."""
+            t0 = time.perf_counter()
+            deadline = math.inf if timeout is None else timeout * len(items)
+            try:
+                with trio.move_on_after(deadline) as scope:
+                    ok, payload, failures = await workers.run_sync(
+                        _apply_in_worker,
+                        fn,
+                        items,
+                        start,
+                        label,
+                        skip,
+                        shm_prefix,
+                        kill_on_cancel=True,
+                        limiter=limiter,
                     )
-                except trio_parallel.BrokenWorkerError as exc:
-                    last = start + len(items) - 1
-                    which = f"item index {start}" if last == start else f"item indices {start}..{last}"
-                    raise WorkerCrashedError(
-                        f"a worker process of stage {label} died while running {which}: {exc}"
-                    ) from exc
-                except Exception as exc:
-                    # Not the user's function (its errors come back as payload): the
-                    # items or the results could not cross to or from the worker.
-                    exc.add_note(
-                        f"snake: stage {label} could not exchange item indices "
-                        f"{start}..{start + len(items) - 1} with a worker process"
-                    )
-                    raise
-                pacer.record(len(items), time.perf_counter() - t0)
-                if ok:
-                    return payload  # type: ignore[no-any-return]
+            except trio_parallel.BrokenWorkerError as exc:
+                counters.workers_lost += 1
+                raise _Lost(False, exc) from exc
+            except Exception as exc:
+                # Not the user's function (its errors come back as payload): the
+                # items or the results could not cross to or from the worker.
+                exc.add_note(
+                    f"snake: stage {label} could not exchange item indices "
+                    f"{start}..{start + len(items) - 1} with a worker process"
+                )
+                raise
+            if scope.cancelled_caught:
+                counters.timeouts += 1
+                counters.workers_lost += 1
+                raise _Lost(True, None)
+            pacer.record(len(items), time.perf_counter() - t0)
+            if not ok:
                 raise payload
+            if shm_prefix is not None:
+                payload = _shm.import_(payload)
+            if failures:
+                self._absorb_failures(failures, counters)
+            return payload  # type: ignore[no-any-return]
 
-            async def warm_up() -> None:
-                # Start the worker processes while the source produces its first items.
-                await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
+        def lost_error(lost: _Lost, start: int, n: int, attempts: int) -> BaseException:
+            which = f"item index {start}" if n == 1 else f"item indices {start}..{start + n - 1}"
+            tries = f" ({attempts} attempts)" if attempts > 1 else ""
+            if lost.timed_out:
+                return TimeoutError(
+                    f"stage {label}: {which} took longer than timeout={timeout}s{tries}; "
+                    "its worker process was killed"
+                )
+            err = WorkerCrashedError(f"a worker process of stage {label} died while running {which}{tries}")
+            err.__cause__ = lost.cause
+            return err
 
-            await self._core(inbox, fused, send, pacer, call).run([warm_up] * self.workers)
+        async def one_item(x: Any, index: int, attempts_done: int) -> Chunk:
+            """Run an item alone until it succeeds or has had 1 + retries attempts."""
+            attempts = attempts_done
+            while True:
+                try:
+                    return await attempt([x], index)
+                except _Lost as lost:
+                    attempts += 1
+                    if attempts > retries:
+                        err = lost_error(lost, index, 1, attempts)
+                        add_note(err, label, index)
+                        if budget.absorb(err, index, counters.items_in):
+                            return []
+                        raise err from lost.cause
+                    counters.retries += 1
+
+        async def call(items: Chunk, start: int) -> Chunk:
+            try:
+                return await attempt(items, start)
+            except _Lost as lost:
+                if len(items) == 1:
+                    if retries == 0:
+                        err = lost_error(lost, start, 1, 1)
+                        add_note(err, label, start)
+                        if budget.absorb(err, start, counters.items_in):
+                            return []
+                        raise err from lost.cause
+                    counters.retries += 1
+                    return await one_item(items[0], start, 1)
+                # Several items were lost with the worker: run each alone to find the
+                # one at fault (the others had not finished, so nothing runs twice
+                # that completed).
+                out: Chunk = []
+                for i, x in enumerate(items):
+                    out.extend(await one_item(x, start + i, 0))
+                return out
+
+        async def warm_up() -> None:
+            # Start the worker processes while the source produces its first items.
+            await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
+
+        if shm_prefix is not None:
+            _shm.cleanup_stale()
+        try:
+            await self._core(inbox, fused, send, pacer, call, counters).run([warm_up] * self.workers)
+        finally:
+            if shm_prefix is not None:
+                _shm.cleanup(shm_prefix)

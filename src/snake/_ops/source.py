@@ -62,7 +62,7 @@ class FromIterable(SourceSpec):
                     raw = list(islice(it, want))
                 except Exception as exc:
                     add_note(exc, label, None)
-                    exc.add_note(f"snake: {produced} items had been produced before it")
+                    exc.add_note(f"snake: after at least {produced} items")
                     raise
                 produced += len(raw)
                 chunk = fused(raw) if raw else raw
@@ -115,7 +115,7 @@ class FromAsyncIterable(SourceSpec):
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Any]) -> None:
         label = ctx.label(0)
-        outbox = Outbox(send)
+        outbox = Outbox(send, cap=fused.outbox_cap())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(outbox.run, nursery.cancel_scope)
             try:
