@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -76,5 +75,3 @@ def count_tasks() -> int:
             stack.extend(nursery.child_tasks)
     return seen
 
-
-os.environ.setdefault("PYTHONFAULTHANDLER", "1")

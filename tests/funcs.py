@@ -70,3 +70,72 @@ async def afail_on_7(x: int) -> int:
     if x == 7:
         raise Boom(f"item {x} is bad")
     return x
+
+
+def segfault_on_3(x: int) -> int:
+    if x == 3:
+        import ctypes
+        import faulthandler
+
+        faulthandler.disable()  # pytest enables it; the dump would only be noise here
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    return x
+
+
+def sigkill_on_3(x: int) -> int:
+    if x == 3:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def crash_once(arg: tuple[str, int]) -> int:
+    """Dies the first time it sees an item (a marker file remembers), then succeeds."""
+    directory, x = arg
+    marker = os.path.join(directory, f"seen-{x}")
+    if x % 5 == 2 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(9)
+    return x
+
+
+def stuck_on_4(x: int) -> int:
+    if x == 4:
+        time.sleep(60)
+    return x
+
+
+def fail_on_multiples_of_10(x: int) -> int:
+    if x % 10 == 0:
+        raise Boom(f"item {x} is bad")
+    return x
+
+
+async def astuck_on_4(x: int) -> int:
+    if x == 4:
+        await trio.sleep(60)
+    return x
+
+
+def make_array(i: int) -> "object":
+    import numpy as np
+
+    return np.full((3, 64, 128), i, dtype=np.float32)
+
+
+def make_nested(i: int) -> "object":
+    import numpy as np
+
+    big = np.arange(64 * 1024, dtype=np.int64) + i
+    return {"image": big, "label": i, "pair": (big[:10].copy(), np.full(20000, i, np.float64))}
+
+
+def unpicklable_result(x: int) -> "object":
+    import threading
+
+    return threading.Lock()
+
+
+def pid_of(x: int) -> int:
+    return os.getpid()

@@ -171,3 +171,49 @@ def cleanup_stale() -> int:
         except FileNotFoundError:
             pass
     return removed
+
+
+class Progress:
+    """Shared int64 slots: a worker writes into its call's slot the index of the item it
+    starts, so that after a crash or a timeout the main process knows which item it was."""
+
+    __slots__ = ("path", "_mm", "view", "_free")
+
+    def __init__(self, prefix: str, slots: int) -> None:
+        self.path = os.path.join(SHM_DIR, f"{prefix}progress")
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, 8 * slots)
+            self._mm = mmap.mmap(fd, 8 * slots)
+        finally:
+            os.close(fd)
+        self.view: np.ndarray[Any, np.dtype[np.int64]] = np.frombuffer(self._mm, dtype=np.int64)
+        self.view[:] = -1
+        self._free = list(range(slots))
+
+    def take(self) -> int:
+        slot = self._free.pop()
+        self.view[slot] = -1
+        return slot
+
+    def give_back(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def read(self, slot: int) -> int:
+        return int(self.view[slot])
+
+
+_worker_progress: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {}
+
+
+def progress_view(path: str) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """In a worker: the mapped progress slots at ``path`` (mapped once per process)."""
+    view = _worker_progress.get(path)
+    if view is None:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            mm = mmap.mmap(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        view = _worker_progress[path] = np.frombuffer(mm, dtype=np.int64)
+    return view

@@ -278,14 +278,34 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def _apply_in_worker(
-    fn: Callable[[Any], Any], items: Chunk, start: int, label: str, skip: bool, shm_prefix: str | None
+    fn: Callable[[Any], Any],
+    items: Chunk,
+    start: int,
+    label: str,
+    skip: bool,
+    shm_prefix: str | None,
+    progress: tuple[str, int] | None,
 ) -> tuple[bool, Any, list[Failure]]:
     """What a worker process runs: ``(True, results, failures)`` or ``(False, error, [])``.
 
     Large numpy arrays in the results travel through shared memory (see ``_shm``).
+    With ``progress`` (a slot file and a slot), the index of each item is written
+    there before the item starts, for the main process to read if the worker dies.
     """
     try:
-        results, failures = _apply(fn, items, start, label, skip)
+        if progress is None or len(items) == 1:
+            if progress is not None:
+                _shm.progress_view(progress[0])[progress[1]] = start
+            results, failures = _apply(fn, items, start, label, skip)
+        else:
+            slots = _shm.progress_view(progress[0])
+            slot = progress[1]
+            results, failures = [], []
+            for i, x in enumerate(items):
+                slots[slot] = start + i
+                more, failed = _apply(fn, [x], start + i, label, skip)
+                results += more
+                failures += failed
     except Exception as exc:
         return False, _portable(exc), []
     failures = [(i, _portable(e)) for i, e in failures]
@@ -320,10 +340,12 @@ class _Pacer:
 class _Lost(Exception):
     """A call whose worker died or was killed for running past its deadline."""
 
-    def __init__(self, timed_out: bool, cause: BaseException | None) -> None:
+    def __init__(self, timed_out: bool, cause: BaseException | None, culprit: int | None) -> None:
         super().__init__("timed out" if timed_out else "worker died")
         self.timed_out = timed_out
         self.cause = cause
+        #: Index of the item the worker was running, when known.
+        self.culprit = culprit
 
 
 @attrs.frozen
@@ -471,6 +493,8 @@ class ParMap(TaskSpec):
             """One call on a worker; raises _Lost if the worker dies or runs past the deadline."""
             t0 = time.perf_counter()
             deadline = math.inf if timeout is None else timeout * len(items)
+            slot = progress.take() if progress is not None else -1
+            where = (progress.path, slot) if progress is not None else None
             try:
                 with trio.move_on_after(deadline) as scope:
                     ok, payload, failures = await workers.run_sync(
@@ -481,12 +505,13 @@ class ParMap(TaskSpec):
                         label,
                         skip,
                         shm_prefix,
+                        where,
                         kill_on_cancel=True,
                         limiter=limiter,
                     )
             except trio_parallel.BrokenWorkerError as exc:
                 counters.workers_lost += 1
-                raise _Lost(False, exc) from exc
+                raise _Lost(False, exc, culprit(slot, items, start)) from exc
             except Exception as exc:
                 # Not the user's function (its errors come back as payload): the
                 # items or the results could not cross to or from the worker.
@@ -495,10 +520,13 @@ class ParMap(TaskSpec):
                     f"{start}..{start + len(items) - 1} with a worker process"
                 )
                 raise
+            finally:
+                if progress is not None:
+                    progress.give_back(slot)
             if scope.cancelled_caught:
                 counters.timeouts += 1
                 counters.workers_lost += 1
-                raise _Lost(True, None)
+                raise _Lost(True, None, culprit(slot, items, start))
             pacer.record(len(items), time.perf_counter() - t0)
             if not ok:
                 raise payload
@@ -508,59 +536,71 @@ class ParMap(TaskSpec):
                 self._absorb_failures(failures, counters)
             return payload  # type: ignore[no-any-return]
 
-        def lost_error(lost: _Lost, start: int, n: int, attempts: int) -> BaseException:
-            which = f"item index {start}" if n == 1 else f"item indices {start}..{start + n - 1}"
+        def culprit(slot: int, items: Chunk, start: int) -> int | None:
+            if len(items) == 1:
+                return start
+            if progress is None:
+                return None
+            index = progress.read(slot)
+            return index if start <= index < start + len(items) else None
+
+        def lost_error(lost: _Lost, index: int, attempts: int) -> BaseException:
             tries = f" ({attempts} attempts)" if attempts > 1 else ""
             if lost.timed_out:
-                return TimeoutError(
-                    f"stage {label}: {which} took longer than timeout={timeout}s{tries}; "
+                err: BaseException = TimeoutError(
+                    f"stage {label}: item index {index} took longer than timeout={timeout}s{tries}; "
                     "its worker process was killed"
                 )
-            err = WorkerCrashedError(f"a worker process of stage {label} died while running {which}{tries}")
-            err.__cause__ = lost.cause
+            else:
+                err = WorkerCrashedError(
+                    f"a worker process of stage {label} died while running item index {index}{tries}"
+                )
+                err.__cause__ = lost.cause
+            add_note(err, label, index)
             return err
 
-        async def one_item(x: Any, index: int, attempts_done: int) -> Chunk:
-            """Run an item alone until it succeeds or has had 1 + retries attempts."""
-            attempts = attempts_done
-            while True:
+        async def one_item(x: Any, index: int, lost: _Lost, attempts: int) -> Chunk:
+            """After ``attempts`` lost attempts at an item: retry it alone, or give up."""
+            while attempts <= retries:
+                counters.retries += 1
                 try:
                     return await attempt([x], index)
-                except _Lost as lost:
+                except _Lost as again:
+                    lost = again
                     attempts += 1
-                    if attempts > retries:
-                        err = lost_error(lost, index, 1, attempts)
-                        add_note(err, label, index)
-                        if budget.absorb(err, index, counters.items_in):
-                            return []
-                        raise err from lost.cause
-                    counters.retries += 1
+            err = lost_error(lost, index, attempts)
+            if budget.absorb(err, index, counters.items_in):
+                return []
+            raise err
 
         async def call(items: Chunk, start: int) -> Chunk:
             try:
                 return await attempt(items, start)
             except _Lost as lost:
-                if len(items) == 1:
-                    if retries == 0:
-                        err = lost_error(lost, start, 1, 1)
-                        add_note(err, label, start)
-                        if budget.absorb(err, start, counters.items_in):
-                            return []
-                        raise err from lost.cause
-                    counters.retries += 1
-                    return await one_item(items[0], start, 1)
-                # Several items were lost with the worker: run each alone to find the
-                # one at fault (the others had not finished, so nothing runs twice
-                # that completed).
-                out: Chunk = []
-                for i, x in enumerate(items):
-                    out.extend(await one_item(x, start + i, 0))
+                k = None if lost.culprit is None else lost.culprit - start
+                if k is None:
+                    # Which item was running is unknown: run each alone to find it.
+                    counters.retries += len(items)
+                    out: Chunk = []
+                    for i, x in enumerate(items):
+                        out.extend(await call([x], start + i))
+                    return out
+                # Items before the culprit finished but their results died with the
+                # worker: they run again. Items after it had not started.
+                out = []
+                if k:
+                    counters.retries += k
+                    out.extend(await call(items[:k], start))
+                out.extend(await one_item(items[k], start + k, lost, 1))
+                if k + 1 < len(items):
+                    out.extend(await call(items[k + 1 :], start + k + 1))
                 return out
 
         async def warm_up() -> None:
             # Start the worker processes while the source produces its first items.
             await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
 
+        progress = _shm.Progress(shm_prefix, self.workers) if shm_prefix is not None else None
         if shm_prefix is not None:
             _shm.cleanup_stale()
         try:

@@ -1,0 +1,243 @@
+"""Parallel stages that never hang and never leak (issue #3), with real faults injected."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import funcs
+import numpy as np
+import pytest
+import trio
+from conftest import Resources
+
+import snake
+from snake import _shm
+
+
+def shm_entries() -> set[str]:
+    return {n for n in os.listdir(_shm.SHM_DIR) if n.startswith("snake-")}
+
+
+@pytest.fixture
+def no_leaks():  # type: ignore[no-untyped-def]
+    res = Resources()
+    shm_before = shm_entries()
+    yield
+    res.check(within=2.0)
+    assert shm_entries() - shm_before == set()
+
+
+@pytest.mark.parametrize("fn", [funcs.die_on_3, funcs.segfault_on_3, funcs.sigkill_on_3])
+def test_a_dying_worker_is_a_clear_error_within_5_s(fn: Any, no_leaks: None) -> None:
+    stream = snake.from_iterable(range(20)).par_map(fn, workers=2)
+    t0 = time.monotonic()
+    with pytest.raises(snake.WorkerCrashedError) as info:
+        stream.to_list()
+    assert time.monotonic() - t0 < 5
+    message = str(info.value)
+    assert f"#1 par_map({fn.__name__}, workers=2)" in message
+    assert "item index 3" in message
+    assert any("item index 3" in n for n in info.value.__notes__)
+
+
+def test_retries_run_the_item_again_on_a_fresh_worker(tmp_path: Any, no_leaks: None) -> None:
+    items = [(str(tmp_path), i) for i in range(30)]
+    stream = snake.from_iterable(items).par_map(funcs.crash_once, workers=2, retries=1)
+
+    async def main() -> snake.PipelineStatistics:
+        async with stream.open() as out:
+            got = [x async for x in out]
+            assert got == list(range(30))
+            return out.statistics()
+
+    stats = trio.run(main).stage(1)
+    assert stats.workers_lost >= 6  # items 2, 7, 12, ... each killed one worker
+    assert stats.retries >= 6
+    assert stats.items_out == 30
+
+
+def test_without_retries_the_crash_names_the_item(tmp_path: Any, no_leaks: None) -> None:
+    items = [(str(tmp_path), i) for i in range(30)]
+    with pytest.raises(snake.WorkerCrashedError, match="item index 2"):
+        snake.from_iterable(items).par_map(funcs.crash_once, workers=1).to_list()
+
+
+def test_par_map_timeout_kills_the_stuck_worker(no_leaks: None) -> None:
+    stream = snake.from_iterable(range(8)).par_map(funcs.stuck_on_4, workers=2, timeout=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        stream.to_list()
+    assert time.monotonic() - t0 < 5
+    assert "item index 4" in str(info.value) and "timeout=0.5s" in str(info.value)
+    assert any(n.startswith("snake: raised in stage #1 par_map(stuck_on_4") for n in info.value.__notes__)
+
+
+def test_par_map_timeout_with_skip_drops_the_item_and_goes_on(no_leaks: None) -> None:
+    stream = (
+        snake.from_iterable(range(8))
+        .par_map(funcs.stuck_on_4, workers=2, timeout=0.3)
+        .on_error("skip", max_errors=1)
+    )
+    with stream.open_sync() as items:
+        assert list(items) == [0, 1, 2, 3, 5, 6, 7]
+        stats = items.statistics().stage(1)
+    assert stats.errors_skipped == 1 and stats.timeouts >= 1 and stats.workers_lost >= 1
+
+
+async def test_par_then_timeout(autojump_clock: trio.abc.Clock) -> None:
+    stream = snake.from_iterable(range(8)).par_then(funcs.astuck_on_4, limit=3, timeout=1)
+    with pytest.raises(TimeoutError, match=r"item index 4 took longer than timeout=1.0s"):
+        await stream.collect()
+    skipping = stream.on_error("skip")
+    assert await skipping.collect() == [0, 1, 2, 3, 5, 6, 7]
+
+
+@pytest.mark.parametrize("where", ["map", "filter", "flat_map", "par_then", "thread", "process"])
+def test_on_error_skip_drops_logs_and_counts(where: str, caplog: pytest.LogCaptureFixture) -> None:
+    base = snake.from_iterable(range(100))
+    stage: snake.Stream[Any] = {
+        "map": lambda: base.map(funcs.fail_on_multiples_of_10),
+        "filter": lambda: base.filter(funcs.fail_on_multiples_of_10),
+        "flat_map": lambda: base.flat_map(lambda x: [funcs.fail_on_multiples_of_10(x)]),
+        "par_then": lambda: base.par_then(_afail_on_multiples_of_10, limit=4),
+        "thread": lambda: base.par_map(funcs.fail_on_multiples_of_10, workers=2, backend="thread"),
+        "process": lambda: base.par_map(funcs.fail_on_multiples_of_10, workers=2),
+    }[where]()
+    stream = stage.on_error("skip", max_errors=10)
+    assert ".on_error('skip', max_errors=10)" in repr(stream)
+    with caplog.at_level(logging.WARNING, logger="snake.errors"):
+        with stream.open_sync() as items:
+            got = list(items)
+            stats = items.statistics()
+    assert got == [x for x in range(100) if x % 10]
+    assert stats.stage(1).errors_skipped == 10
+    logged = [r.getMessage() for r in caplog.records if r.name == "snake.errors"]
+    assert len(logged) == 10
+    assert all("item index" in m and "Boom" in m for m in logged)
+    assert len(set(logged)) == 10  # once each
+
+
+async def _afail_on_multiples_of_10(x: int) -> int:
+    return funcs.fail_on_multiples_of_10(x)
+
+
+@pytest.mark.parametrize("max_errors", [3, 0.02])
+def test_over_the_error_budget_the_pipeline_fails_with_the_last_error(max_errors: float) -> None:
+    stream = snake.from_iterable(range(100)).map(funcs.fail_on_multiples_of_10).on_error("skip", max_errors=max_errors)
+    with pytest.raises(funcs.Boom) as info:
+        stream.to_list()
+    # count 3: items 0, 10, 20 are skipped, 30 fails. 2 %: at item 30, 31 received -> budget 1.
+    expected = "item 30 is bad" if max_errors == 3 else "item 10 is bad"
+    assert str(info.value) == expected
+    assert any("max_errors=" in n for n in info.value.__notes__)
+
+
+def test_on_error_validation() -> None:
+    s = snake.from_iterable(range(3))
+    with pytest.raises(ValueError, match="on_error: mode='ignore' must be one of"):
+        s.map(funcs.inc).on_error("ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"that stage is take\(2\)"):
+        s.take(2).on_error("skip")
+    with pytest.raises(ValueError, match="max_errors=1.5 as a fraction must be in"):
+        s.map(funcs.inc).on_error("skip", max_errors=1.5)
+    with pytest.raises(ValueError, match="only applies to 'skip'"):
+        s.map(funcs.inc).on_error("raise", max_errors=3)
+    with pytest.raises(ValueError, match='need backend="process"'):
+        s.par_map(funcs.inc, backend="thread", timeout=1)
+    with pytest.raises(ValueError, match="timeout=0 must be > 0"):
+        s.par_map(funcs.inc, timeout=0)
+
+
+def test_unpicklable_result_names_the_stage_and_items(no_leaks: None) -> None:
+    with pytest.raises(Exception) as info:
+        snake.from_iterable(range(3)).par_map(funcs.unpicklable_result, workers=1).to_list()
+    assert any("#1 par_map(unpicklable_result, workers=1) could not exchange item indices 0" in n
+               for n in info.value.__notes__)
+
+
+def test_arrays_come_back_through_shared_memory_and_leave_nothing(no_leaks: None) -> None:
+    stream = snake.from_iterable(range(40)).par_map(funcs.make_array, workers=2)
+    arrays = stream.to_list()
+    for i, a in enumerate(arrays):
+        assert a.shape == (3, 64, 128) and a.dtype == np.float32
+        assert (a == i).all()
+    # Results backed by shared memory stay valid after the pipeline closed...
+    assert not isinstance(arrays[0].base, np.ndarray) or arrays[0].base is not None
+    del arrays  # ...and are freed with the arrays (nothing is left in /dev/shm meanwhile)
+
+
+def test_nested_arrays_cross_too(no_leaks: None) -> None:
+    got = snake.from_iterable(range(6)).par_map(funcs.make_nested, workers=2).to_list()
+    for i, item in enumerate(got):
+        assert item["label"] == i
+        np.testing.assert_array_equal(item["image"], np.arange(64 * 1024) + i)
+        np.testing.assert_array_equal(item["pair"][0], np.arange(10) + i)
+        assert (item["pair"][1] == i).all()
+
+
+def test_cancel_with_arrays_in_flight_leaves_no_shm_segment(no_leaks: None) -> None:
+    stream = snake.from_iterable(range(10**6)).par_map(funcs.make_array, workers=2)
+    t0 = 0.0
+    for i, _ in enumerate(stream):
+        if i == 50:
+            t0 = time.monotonic()
+            break
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_stale_segments_of_dead_processes_are_removed() -> None:
+    # A segment named after a pid that does not exist (as a killed main process leaves).
+    dead = 2**22 + 12345
+    path = os.path.join(_shm.SHM_DIR, f"snake-{dead}-deadbeef-1-0")
+    open(path, "wb").close()
+    assert _shm.cleanup_stale() >= 1
+    assert not os.path.exists(path)
+
+
+def test_worker_pool_keeps_workers_warm_across_runs() -> None:
+    res = Resources()
+    with snake.WorkerPool(2) as pool:
+        stream = snake.from_iterable(range(200)).par_map(funcs.pid_of, pool=pool)
+        assert "pool=<WorkerPool>" in repr(stream)
+        first = set(stream.to_list())
+        second = set(stream.to_list())
+
+        async def third() -> set[int]:
+            return set(await stream.collect())
+
+        assert first == second == trio.run(third)
+        assert 1 <= len(first) <= 2
+        assert pool.statistics().idle_workers == len(first)
+    assert pool.statistics() == snake.WorkerPoolStatistics(0, 0)
+    res.check(within=2.0)
+
+
+def test_worker_pool_misuse_is_a_clear_error() -> None:
+    pool = snake.WorkerPool(1)
+    stream = snake.from_iterable(range(3)).par_map(funcs.inc, pool=pool)
+    with pytest.raises(RuntimeError, match="is not open; run the pipeline inside 'with pool:'"):
+        stream.to_list()
+    with pytest.raises(ValueError, match="workers=2 is more than the pool's 1"):
+        snake.from_iterable(range(3)).par_map(funcs.inc, workers=2, pool=pool)
+    with pool:
+        with pytest.raises(RuntimeError, match="already used by another running stage"):
+            with stream.open_sync() as a, stream.open_sync() as b:
+                list(a), list(b)
+    with pytest.raises(RuntimeError, match="can be entered once"):
+        with pool:
+            pass
+
+
+def test_time_to_first_item_is_short() -> None:
+    # Workers start (fork) while the source produces: the first result comes fast.
+    stream = snake.from_iterable(range(10)).par_map(funcs.inc, workers=2)
+    t0 = time.perf_counter()
+    with stream.open_sync() as items:
+        assert next(items) == 1
+        first = time.perf_counter() - t0
+    assert first < 2.0  # generous: the number itself is reported by bench/small_items.py
+    assert threading.active_count() >= 1
