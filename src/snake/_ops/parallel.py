@@ -229,7 +229,8 @@ class ParThen(TaskSpec):
         core = _Core(
             inbox=inbox,
             fused=fused,
-            outbox=Outbox(send, cap=fused.outbox_cap()),
+            # IO results (downloads, decoded files) can be large: a few per task.
+            outbox=Outbox(send, cap=min(fused.outbox_cap(), max(64, 4 * self.limit))),
             ordered=self.ordered,
             slots=self.limit,
             window=self.limit,
@@ -285,6 +286,7 @@ def _apply_in_worker(
     skip: bool,
     shm_prefix: str | None,
     progress: tuple[str, int] | None,
+    lent: list[tuple[str, int]],
 ) -> tuple[bool, Any, list[Failure]]:
     """What a worker process runs: ``(True, results, failures)`` or ``(False, error, [])``.
 
@@ -310,7 +312,7 @@ def _apply_in_worker(
         return False, _portable(exc), []
     failures = [(i, _portable(e)) for i, e in failures]
     if shm_prefix is not None:
-        results = _shm.export(results, shm_prefix)
+        results = _shm.export(results, shm_prefix, lent)
     return True, results, failures
 
 
@@ -319,13 +321,32 @@ def _noop() -> None:
 
 
 class _Pacer:
-    """Sizes units of work so that each call carries about ``target_s`` of work."""
+    """Sizes units of work so that each call carries about ``target_s`` of work, and
+    bounds how far the stage runs ahead of its consumer: two units per worker."""
 
-    __slots__ = ("target_s", "per_item")
+    __slots__ = ("target_s", "per_item", "outbox", "max_cap", "workers", "weight")
 
     def __init__(self, target_s: float) -> None:
         self.target_s = target_s
         self.per_item: float | None = None
+        self.outbox: Outbox | None = None
+        self.max_cap = CHUNK_CAP
+        self.workers = 1
+        self.weight = 1
+
+    def attach(self, outbox: Outbox, fused: Fused, workers: int) -> None:
+        self.outbox = outbox
+        self.max_cap = fused.outbox_cap()
+        self.weight = fused.weight()
+        self.workers = workers
+        self._bound()
+
+    def _bound(self) -> None:
+        # Results are costly (CPU time, and often large arrays): keep only what the
+        # workers need to stay busy, not CHUNK_CAP of them.
+        if self.outbox is not None:
+            ahead = 2 * self.workers * self.size() // self.weight
+            self.outbox.cap = max(1, min(self.max_cap, ahead))
 
     def size(self) -> int:
         if self.per_item is None:
@@ -335,6 +356,7 @@ class _Pacer:
     def record(self, n: int, elapsed: float) -> None:
         sample = elapsed / n
         self.per_item = sample if self.per_item is None else 0.5 * (self.per_item + sample)
+        self._bound()
 
 
 class _Lost(Exception):
@@ -397,10 +419,12 @@ class ParMap(TaskSpec):
         call: Callable[[Chunk, int], Awaitable[Chunk]],
         counters: StageCounters,
     ) -> _Core:
+        outbox = Outbox(send)
+        pacer.attach(outbox, fused, self.workers)
         return _Core(
             inbox=inbox,
             fused=fused,
-            outbox=Outbox(send, cap=fused.outbox_cap()),
+            outbox=outbox,
             ordered=self.ordered,
             slots=self.workers,
             window=2 * self.workers,
@@ -495,6 +519,7 @@ class ParMap(TaskSpec):
             deadline = math.inf if timeout is None else timeout * len(items)
             slot = progress.take() if progress is not None else -1
             where = (progress.path, slot) if progress is not None else None
+            lent = segments.lend(len(items)) if segments is not None else []
             try:
                 with trio.move_on_after(deadline) as scope:
                     ok, payload, failures = await workers.run_sync(
@@ -506,6 +531,7 @@ class ParMap(TaskSpec):
                         skip,
                         shm_prefix,
                         where,
+                        lent,
                         kill_on_cancel=True,
                         limiter=limiter,
                     )
@@ -523,6 +549,8 @@ class ParMap(TaskSpec):
             finally:
                 if progress is not None:
                     progress.give_back(slot)
+                if segments is not None:
+                    segments.returned(lent)
             if scope.cancelled_caught:
                 counters.timeouts += 1
                 counters.workers_lost += 1
@@ -530,8 +558,8 @@ class ParMap(TaskSpec):
             pacer.record(len(items), time.perf_counter() - t0)
             if not ok:
                 raise payload
-            if shm_prefix is not None:
-                payload = _shm.import_(payload)
+            if segments is not None:
+                payload = segments.import_(payload)
             if failures:
                 self._absorb_failures(failures, counters)
             return payload  # type: ignore[no-any-return]
@@ -601,6 +629,7 @@ class ParMap(TaskSpec):
             await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
 
         progress = _shm.Progress(shm_prefix, self.workers) if shm_prefix is not None else None
+        segments = _shm.Segments(shm_prefix) if shm_prefix is not None else None
         if shm_prefix is not None:
             _shm.cleanup_stale()
         try:
