@@ -20,17 +20,10 @@ def load_example(i):
     return x, y
 
 
-def collate(examples):
-    """A list of (x, y) pairs -> one (batch, features) array and one labels array."""
-    xs, ys = zip(*examples)
-    return np.stack(xs), np.array(ys)
-
-
 stream = (
     snake.from_iterable(range(4096))
     .par_map(load_example, workers=2)   # module-level function: it can be pickled
-    .batch(32, drop_last=True)
-    .map(collate)
+    .batch(32, drop_last=True)          # 32 (x, y) pairs -> (xs of shape (32, 64), ys of shape (32,))
 )
 
 

@@ -6,15 +6,27 @@ Every method validates its arguments where the user calls it and returns a new
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, Generic, NoReturn, TypeVar, final
+from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 
 import attrs
 
 from ._ops.base import SourceSpec, Spec
 from ._ops.buffer import Prefetch
-from ._ops.inline import Batch, Enumerate, Filter, FlatMap, Map, Skip, Take
+from ._collate import check_buckets, check_collate, check_pad_value
+from ._ops.inline import (
+    Batch,
+    BucketByLength,
+    CollateArg,
+    Enumerate,
+    Filter,
+    FlatMap,
+    Map,
+    PadBatch,
+    Skip,
+    Take,
+)
 from ._errors import ErrorMode, ErrorPolicy
 from ._ops.parallel import Backend, ParMap, ParThen
 from ._pool import WorkerPool, WorkerType, check_worker_type, default_workers
@@ -98,11 +110,75 @@ class Stream(Generic[T]):
         """Drop the first ``n`` items."""
         return self._then(Skip(check_int("skip", "n", n, minimum=0)))
 
-    def batch(self, size: int, /, *, drop_last: bool = False) -> Stream[list[T]]:
-        """Group items into lists of ``size``; the last one may be shorter unless ``drop_last``."""
+    @overload
+    def batch(
+        self, size: int, /, *, drop_last: bool = ..., collate: Literal["default"] = ...
+    ) -> Stream[Any]: ...
+    @overload
+    def batch(self, size: int, /, *, drop_last: bool = ..., collate: None) -> Stream[list[T]]: ...
+    @overload
+    def batch(self, size: int, /, *, drop_last: bool = ..., collate: Callable[[list[T]], U]) -> Stream[U]: ...
+    def batch(self, size: int, /, *, drop_last: bool = False, collate: CollateArg = "default") -> Stream[Any]:
+        """Group items into batches of ``size``; the last may be shorter unless ``drop_last``.
+
+        ``collate="default"`` turns each list of items into arrays: NumPy arrays are
+        stacked by ``snake.kernels.stack`` into a buffer reused once the consumer has let
+        go of the batch before (and of every view of it); numbers become one array; dicts,
+        tuples and lists are collated field by field; other items stay a list.
+        ``collate=None`` gives plain lists; a sync function is called with each list.
+        """
         check_int("batch", "size", size, minimum=1)
         check_bool("batch", "drop_last", drop_last)
-        return self._then(Batch(size, drop_last))
+        check_collate("batch", collate)
+        return self._then(Batch(size, drop_last, collate))
+
+    def pad_batch(
+        self,
+        size: int,
+        /,
+        *,
+        pad_value: complex = 0,
+        pad_to_multiple: int | None = None,
+        drop_last: bool = False,
+    ) -> Stream[Any]:
+        """Batch variable-length arrays into ``(batch, lengths)``, padded with ``pad_value``.
+
+        Each array (or list, converted with ``np.asarray``) of shape ``(n_i, *rest)`` is
+        written by ``snake.kernels.pad_stack`` into ``batch[i, :n_i]`` of a reused buffer
+        of shape ``(size, L, *rest)``, L being the longest n_i rounded up to a multiple of
+        ``pad_to_multiple``; ``lengths`` holds the n_i. Dict and tuple items are padded
+        field by field; their other fields are collated as by ``batch()``.
+        """
+        check_int("pad_batch", "size", size, minimum=1)
+        check_pad_value("pad_batch", pad_value)
+        if pad_to_multiple is not None:
+            check_int("pad_batch", "pad_to_multiple", pad_to_multiple, minimum=1)
+        check_bool("pad_batch", "drop_last", drop_last)
+        return self._then(PadBatch(size, pad_value, pad_to_multiple, drop_last))
+
+    def bucket_by_length(
+        self,
+        boundaries: Sequence[int],
+        batch_sizes: Sequence[int],
+        /,
+        *,
+        length: Callable[[Any], int] = len,
+        pad_value: complex = 0,
+        drop_last: bool = False,
+    ) -> Stream[Any]:
+        """Group items of similar length into padded batches (as ``pad_batch`` makes them).
+
+        An item goes to bucket ``i`` if ``boundaries[i-1] <= length(item) < boundaries[i]``
+        (bucket 0 below ``boundaries[0]``, the last one from ``boundaries[-1]`` up), and a
+        bucket that holds ``batch_sizes[i]`` items is emitted as one batch; so
+        ``len(batch_sizes) == len(boundaries) + 1``. At the end, the partial buckets are
+        emitted in bucket order, unless ``drop_last``.
+        """
+        bounds, sizes = check_buckets("bucket_by_length", boundaries, batch_sizes)
+        check_callable("bucket_by_length", length, want_async=False)
+        check_pad_value("bucket_by_length", pad_value)
+        check_bool("bucket_by_length", "drop_last", drop_last)
+        return self._then(BucketByLength(bounds, sizes, length, pad_value, drop_last))
 
     # -- concurrent stages -----------------------------------------------------------
     def then(self, afn: Callable[[T], Awaitable[U]], /) -> Stream[U]:

@@ -8,12 +8,14 @@ chunk's iterator got, at no cost on the fast path.
 
 from __future__ import annotations
 
+import bisect
 import operator
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, Union
 
 import attrs
 
+from .._collate import Collator, PadCollator, format_path
 from .._errors import ErrorBudget, ErrorPolicy
 from .._util import add_note, describe_callable
 from .base import Chunk, InlineSpec, Op
@@ -171,16 +173,24 @@ class _SkipOp(Op):
 
 
 class _BatchOp(Op):
-    __slots__ = ("size", "drop_last", "buf")
+    """Groups items into lists of ``size``, then collates each list (if ``collate``)."""
 
-    def __init__(self, label: str, size: int, drop_last: bool) -> None:
+    __slots__ = ("size", "drop_last", "buf", "collate", "batches")
+
+    def __init__(
+        self, label: str, size: int, drop_last: bool, collate: Callable[[list[Any]], Any] | None = None
+    ) -> None:
         super().__init__(label)
         self.weight = size
         self.size = size
         self.drop_last = drop_last
         self.buf: Chunk = []
+        self.collate = collate
+        #: Batches emitted so far (for error notes).
+        self.batches = 0
 
     def __call__(self, chunk: Chunk) -> Chunk:
+        self.seen += len(chunk)
         buf = self.buf
         n = self.size
         if buf:
@@ -193,18 +203,146 @@ class _BatchOp(Op):
             return []
         out = [buf[i : i + n] for i in range(0, full, n)]
         self.buf = buf[full:]
+        if self.collate is not None:
+            return self._collate(out)
+        return out
+
+    def _collate(self, batches: Chunk) -> Chunk:
+        fn = self.collate
+        assert fn is not None
+        it = iter(batches)
+        try:
+            out = list(map(fn, it))
+        except Exception as exc:
+            k = len(batches) - operator.length_hint(it) - 1
+            b = self.batches + k
+            start = b * self.size
+            batch_note(exc, self.label, fn, b, range(start, start + len(batches[k])))
+            raise
+        self.batches += len(batches)
         return out
 
     def flush(self) -> Chunk:
         buf, self.buf = self.buf, []
+        out: Chunk = []
         if buf and not self.drop_last:
-            return [buf]
-        return []
+            out = self._collate([buf]) if self.collate is not None else [buf]
+        if isinstance(self.collate, Collator):
+            self.collate.release()  # the end of the input: the pools are done with
+        return out
 
     def demand(self, downstream: int | None) -> int | None:
         if downstream is None:
             return None
         return max(0, downstream * self.size - len(self.buf))
+
+
+def batch_note(
+    exc: BaseException, label: str, collate: object, b: int, indices: Sequence[int]
+) -> None:
+    """Note a failed collate: the stage and offending item (if known), then the batch."""
+    path: tuple[object, ...] = ()
+    at: int | None = None
+    if isinstance(collate, Collator) and collate.failure is not None:
+        path, i = collate.failure
+        if i is not None and i < len(indices):
+            at = indices[i]
+    add_note(exc, label, at)
+    if isinstance(indices, range):
+        shown = f"{indices.start}..{indices.stop - 1}"
+    else:
+        shown = ", ".join(map(str, indices[:8])) + (", ..." if len(indices) > 8 else "")
+    note = f"snake: in batch index {b} (item indices {shown})"
+    if path:
+        note += f", field {format_path(path)}"
+    exc.add_note(note)
+
+
+class _BucketOp(Op):
+    """Puts items in buckets by length; a full bucket becomes a padded batch."""
+
+    __slots__ = ("boundaries", "sizes", "length", "drop_last", "collate", "buckets", "indices", "batches")
+
+    def __init__(
+        self,
+        label: str,
+        boundaries: tuple[int, ...],
+        sizes: tuple[int, ...],
+        length: Callable[[Any], int],
+        drop_last: bool,
+        collate: Callable[[list[Any]], Any],
+    ) -> None:
+        super().__init__(label)
+        self.weight = max(sizes)
+        self.boundaries = boundaries
+        self.sizes = sizes
+        self.length = length
+        self.drop_last = drop_last
+        self.collate = collate
+        self.buckets: list[Chunk] = [[] for _ in sizes]
+        self.indices: list[list[int]] = [[] for _ in sizes]
+        self.batches = 0
+
+    def __call__(self, chunk: Chunk) -> Chunk:
+        full: list[tuple[Chunk, list[int]]] = []
+        length = self.length
+        bounds = self.boundaries
+        buckets, indices, sizes = self.buckets, self.indices, self.sizes
+        i = self.seen
+        try:
+            for x in chunk:
+                n = length(x)
+                if type(n) is not int:
+                    n = _as_length(n)
+                if n < 0:
+                    raise ValueError(f"bucket_by_length: length(item) returned {n}; a length must be >= 0")
+                b = bisect.bisect_right(bounds, n)
+                bucket = buckets[b]
+                bucket.append(x)
+                indices[b].append(i)
+                i += 1
+                if len(bucket) == sizes[b]:
+                    full.append((bucket, indices[b]))
+                    buckets[b], indices[b] = [], []
+        except Exception as exc:
+            add_note(exc, self.label, i)
+            raise
+        self.seen = i
+        return self._emit(full)
+
+    def _emit(self, full: list[tuple[Chunk, list[int]]]) -> Chunk:
+        out = []
+        for items, where in full:
+            try:
+                out.append(self.collate(items))
+            except Exception as exc:
+                batch_note(exc, self.label, self.collate, self.batches, where)
+                raise
+            self.batches += 1
+        return out
+
+    def flush(self) -> Chunk:
+        full = [(b, w) for b, w in zip(self.buckets, self.indices) if b]
+        self.buckets = [[] for _ in self.sizes]
+        self.indices = [[] for _ in self.sizes]
+        out = [] if self.drop_last else self._emit(full)
+        if isinstance(self.collate, Collator):
+            self.collate.release()
+        return out
+
+    def demand(self, downstream: int | None) -> int | None:
+        return None
+
+
+def _as_length(n: object) -> int:
+    if isinstance(n, bool):
+        raise TypeError("bucket_by_length: length(item) returned a bool; it must return an int")
+    try:
+        return operator.index(n)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"bucket_by_length: length(item) returned {type(n).__qualname__}; it must return an int"
+        ) from None
 
 
 @attrs.frozen
@@ -274,16 +412,71 @@ class Skip(InlineSpec):
         return _SkipOp(label, self.n)
 
 
+#: ``batch(collate=...)``: the default collate, none (plain lists), or the user's function.
+CollateArg = Union[Literal["default"], None, Callable[[list[Any]], Any]]  # noqa: UP007
+
+
 @attrs.frozen
 class Batch(InlineSpec):
     size: int
     drop_last: bool = False
+    collate: CollateArg = "default"
 
     def describe(self) -> str:
         extra = ", drop_last=True" if self.drop_last else ""
+        if self.collate is None:
+            extra += ", collate=None"
+        elif self.collate != "default":
+            extra += f", collate={describe_callable(self.collate)}"
         return f"batch({self.size}{extra})"
 
     def make(self, label: str) -> Op:
-        return _BatchOp(label, self.size, self.drop_last)
+        collate = self.collate
+        if collate == "default":
+            collate = Collator("batch")  # one per run: it owns the buffer pools
+        return _BatchOp(label, self.size, self.drop_last, collate)
 
 
+@attrs.frozen
+class PadBatch(InlineSpec):
+    size: int
+    pad_value: complex = 0
+    pad_to_multiple: int | None = None
+    drop_last: bool = False
+
+    def describe(self) -> str:
+        extra = ""
+        if not (self.pad_value == 0 and type(self.pad_value) is int):
+            extra += f", pad_value={self.pad_value!r}"
+        if self.pad_to_multiple is not None:
+            extra += f", pad_to_multiple={self.pad_to_multiple}"
+        if self.drop_last:
+            extra += ", drop_last=True"
+        return f"pad_batch({self.size}{extra})"
+
+    def make(self, label: str) -> Op:
+        collate = PadCollator("pad_batch", self.pad_value, self.pad_to_multiple)
+        return _BatchOp(label, self.size, self.drop_last, collate)
+
+
+@attrs.frozen
+class BucketByLength(InlineSpec):
+    boundaries: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    length: Callable[[Any], int] = len
+    pad_value: complex = 0
+    drop_last: bool = False
+
+    def describe(self) -> str:
+        extra = ""
+        if self.length is not len:
+            extra += f", length={describe_callable(self.length)}"
+        if not (self.pad_value == 0 and type(self.pad_value) is int):
+            extra += f", pad_value={self.pad_value!r}"
+        if self.drop_last:
+            extra += ", drop_last=True"
+        return f"bucket_by_length({list(self.boundaries)}, {list(self.batch_sizes)}{extra})"
+
+    def make(self, label: str) -> Op:
+        collate = PadCollator("bucket_by_length", self.pad_value, None)
+        return _BucketOp(label, self.boundaries, self.batch_sizes, self.length, self.drop_last, collate)
