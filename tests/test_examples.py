@@ -38,6 +38,20 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "sync break: stopped at 100",
         "worker processes left: 0",
     ),
+    "failures.py": (
+        "WorkerCrashedError: a worker process of stage #1 par_map(decode, workers=2) "
+        "died while running item index 3\n",
+        "196 of 200 records decoded; missing [3, 120, 150, 180]",
+        # record 3 crashed its worker on both attempts (retries=1), then was skipped with the 3 corrupt ones
+        "on_error('skip', max_errors=5): in=200 out=196 skipped=4 ",
+        " workers_lost=2\n",
+    ),
+    "worker_pool.py": (
+        "pool=<WorkerPool>)\n",
+        "same workers in every epoch: True",
+        "between epochs: WorkerPoolStatistics(idle_workers=2, running_workers=0)",
+        "after the block: WorkerPoolStatistics(idle_workers=0, running_workers=0)",
+    ),
 }
 
 MARKER = re.compile(r"^<!-- example: (?P<path>\S+) -->$")
