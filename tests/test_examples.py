@@ -52,6 +52,12 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "between epochs: WorkerPoolStatistics(idle_workers=2, running_workers=0)",
         "after the block: WorkerPoolStatistics(idle_workers=0, running_workers=0)",
     ),
+    "batching.py": (
+        "(32, 3, 8, 8) uint8 [0 1 2 3] ['example 0', 'example 1']",
+        "(4, 3, 8, 8) uint8 [6 7 8 9] ['example 96', 'example 97']",
+        "[[1, 2, 3, -1, -1, -1, -1, -1], [1, 2, 3, 4, 5, -1, -1, -1]] [3, 5]",
+        "[(2, 3), (2, 7), (2, 3), (2, 7)]",
+    ),
 }
 
 MARKER = re.compile(r"^<!-- example: (?P<path>\S+) -->$")
