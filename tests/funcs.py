@@ -139,3 +139,9 @@ def unpicklable_result(x: int) -> "object":
 
 def pid_of(x: int) -> int:
     return os.getpid()
+
+
+def slow_on_1500(x: int) -> int:
+    if x == 1500:
+        time.sleep(3)
+    return x

@@ -223,10 +223,13 @@ def test_worker_pool_misuse_is_a_clear_error() -> None:
         stream.to_list()
     with pytest.raises(ValueError, match="workers=2 is more than the pool's 1"):
         snake.from_iterable(range(3)).par_map(funcs.inc, workers=2, pool=pool)
+    busy = snake.from_iterable([0.01] * 100).par_map(funcs.sleep_then_return, pool=pool)
     with pool:
         with pytest.raises(RuntimeError, match="already used by another running stage"):
-            with stream.open_sync() as a, stream.open_sync() as b:
-                list(a), list(b)
+            with busy.open_sync() as a:
+                next(a)  # a's stage holds the pool now
+                with busy.open_sync() as b:
+                    list(b)
     with pytest.raises(RuntimeError, match="can be entered once"):
         with pool:
             pass
@@ -241,3 +244,22 @@ def test_time_to_first_item_is_short() -> None:
         first = time.perf_counter() - t0
     assert first < 2.0  # generous: the number itself is reported by bench/small_items.py
     assert threading.active_count() >= 1
+
+
+def test_timeout_is_per_item_even_inside_large_units(no_leaks: None) -> None:
+    # Fast items travel in large units; the one slow item must still be stopped.
+    stream = snake.from_iterable(range(3000)).par_map(funcs.slow_on_1500, workers=2, timeout=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="item index 1500"):
+        stream.to_list()
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_statistics_are_available_as_soon_as_open_sync_returns() -> None:
+    with snake.from_iterable(range(10)).map(funcs.inc).skip(2).take(5).open_sync() as items:
+        stats = items.statistics()
+        assert [s.name for s in stats.stages] == ["#0 from_iterable(<range len=10>)", "#1 map(inc)", "#2 skip(2)", "#3 take(5)"]
+        assert list(items) == [3, 4, 5, 6, 7]
+        stats = items.statistics()
+    assert stats.stage(2).items_in == stats.stage(1).items_out
+    assert stats.stage(3).items_out == 5

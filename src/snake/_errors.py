@@ -11,7 +11,7 @@ import attrs
 class WorkerCrashedError(RuntimeError):
     """A worker process died (killed, ``os._exit``, a segfault) while running items.
 
-    The message names the stage and the items that were in flight; the
+    The message names the stage and the item the worker was running; the
     ``__cause__`` is trio-parallel's ``BrokenWorkerError``.
     """
 

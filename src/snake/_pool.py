@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -66,7 +67,13 @@ def new_context(worker_type: str) -> Any:
 
 def shutdown_context(context: Any) -> None:
     """Stop every idle worker of ``context`` (blocking; kills those past the grace period)."""
-    context._worker_cache.shutdown(_GRACE_S)
+    import trio_parallel
+
+    try:
+        context._worker_cache.shutdown(_GRACE_S)
+    except trio_parallel.BrokenWorkerError as exc:
+        # Some worker had to be killed or had died: it is gone either way.
+        logging.getLogger("snake").warning("snake: WorkerPool shut down a worker by force: %s", exc)
 
 
 @attrs.frozen
@@ -142,7 +149,7 @@ class WorkerPool:
             await trio.to_thread.run_sync(self.close)
 
     def close(self) -> None:
-        """Stop every worker (waiting up to 5 s for each, then killing it)."""
+        """Stop every worker: they get 5 s in all to exit, then the rest are killed."""
         context, self._context = self._context, None
         self._closed = True
         if context is not None:

@@ -100,7 +100,7 @@ class _Exporter:
         self.prefix = prefix
         self.lent = sorted(lent, key=lambda seg: seg[1])
 
-    def array(self, arr: np.ndarray[Any, Any]) -> ShmArray:
+    def array(self, arr: np.ndarray[Any, Any]) -> ShmArray | np.ndarray[Any, Any]:
         nbytes = arr.nbytes
         for i, (name, size) in enumerate(self.lent):
             if size >= nbytes:
@@ -114,18 +114,24 @@ class _Exporter:
         # them in through a mapping; it is mapped if it is lent back later.
         size = _round_up(nbytes)
         name = f"{self.prefix}{os.getpid()}-{next(_counter)}"
-        fd = os.open(os.path.join(SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        path = os.path.join(SHM_DIR, name)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             os.ftruncate(fd, size)
             data = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
             done = 0
             while done < nbytes:
                 done += os.pwrite(fd, data[done:], done)
-        finally:
+        except OSError:
+            # /dev/shm is full (or failing): this array goes through the pipe instead.
             os.close(fd)
+            os.unlink(path)
+            return arr
+        os.close(fd)
         return ShmArray(name, size, arr.shape, arr.dtype.str)
 
     def walk(self, obj: Any) -> Any:
+        """``obj`` with its large arrays exported (the fallback for each is the pipe)."""
         if type(obj) is np.ndarray:
             if obj.nbytes >= MIN_SHM_BYTES and not obj.dtype.hasobject:
                 return self.array(obj)
@@ -288,9 +294,10 @@ _worker_progress: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {}
 
 
 def progress_view(path: str) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """In a worker: the mapped progress slots at ``path`` (mapped once per process)."""
+    """In a worker: the mapped progress slots at ``path`` (mapped once per stage run)."""
     view = _worker_progress.get(path)
     if view is None:
+        _worker_progress.clear()  # a new stage run: drop the previous run's slots
         fd = os.open(path, os.O_RDWR)
         try:
             mm = mmap.mmap(fd, os.fstat(fd).st_size)

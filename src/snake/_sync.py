@@ -63,9 +63,9 @@ class _Bridge:
         self._room = trio.Event()
         with trio.CancelScope() as scope:
             self._scope = scope
-            self._started.set()
             async with open_pipeline(self._specs) as items:
                 self._items = items
+                self._started.set()
                 while True:
                     chunk = await items.receive_chunk()
                     if chunk is None:
@@ -151,7 +151,8 @@ class SyncItems(Iterator[T], Generic[T]):
         self._gen: Iterator[T] = _flatten(bridge)
 
     def statistics(self) -> PipelineStatistics:
-        """Per-stage counters of this run so far (read from the pipeline's thread)."""
+        """Per-stage counters of this run so far (plain integer reads; a snapshot taken
+        while the pipeline runs may be a few items apart between stages)."""
         return self._bridge.statistics()
 
     def __iter__(self) -> Iterator[T]:

@@ -138,11 +138,11 @@ class _TakeOp(Op):
 
     def __call__(self, chunk: Chunk) -> Chunk:
         r = self.remaining
+        self.seen += len(chunk)
         if len(chunk) >= r:
             self.done = True
             chunk = chunk[:r]
         self.remaining = r - len(chunk)
-        self.seen += len(chunk)
         return chunk
 
     def demand(self, downstream: int | None) -> int | None:
@@ -160,6 +160,7 @@ class _SkipOp(Op):
 
     def __call__(self, chunk: Chunk) -> Chunk:
         r = self.remaining
+        self.seen += len(chunk)
         if r:
             dropped = min(r, len(chunk))
             self.remaining = r - dropped

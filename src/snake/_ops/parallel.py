@@ -230,7 +230,7 @@ class ParThen(TaskSpec):
             inbox=inbox,
             fused=fused,
             # IO results (downloads, decoded files) can be large: a few per task.
-            outbox=Outbox(send, cap=min(fused.outbox_cap(), max(64, 4 * self.limit))),
+            outbox=Outbox(send, cap=min(fused.outbox_cap(), max(1, max(64, 4 * self.limit) // fused.weight()))),
             ordered=self.ordered,
             slots=self.limit,
             window=self.limit,
@@ -513,15 +513,38 @@ class ParMap(TaskSpec):
         pacer = _Pacer(_PROCESS_CALL_S)
         shm_prefix = _shm.new_prefix() if _shm.available() else None
 
+        # Per-item timeouts: the watchdog moves each call's deadline to `timeout` after
+        # the moment its worker starts a new item (read from the progress slots).
+        watched: dict[int, tuple[trio.CancelScope, int]] = {}
+
+        async def watchdog() -> None:
+            assert timeout is not None and progress is not None
+            period = max(0.002, min(timeout / 4, 0.05))
+            while True:
+                await trio.sleep(period)
+                now = trio.current_time()
+                for slot, (scope, last) in list(watched.items()):
+                    index = progress.read(slot)
+                    if index != last:
+                        watched[slot] = (scope, index)
+                        scope.deadline = now + timeout
+
         async def attempt(items: Chunk, start: int) -> Chunk:
             """One call on a worker; raises _Lost if the worker dies or runs past the deadline."""
             t0 = time.perf_counter()
-            deadline = math.inf if timeout is None else timeout * len(items)
             slot = progress.take() if progress is not None else -1
             where = (progress.path, slot) if progress is not None else None
             lent = segments.lend(len(items)) if segments is not None else []
+            if timeout is None:
+                deadline = math.inf
+            elif progress is not None:
+                deadline = trio.current_time() + timeout
+            else:  # no progress slots: the whole call gets `timeout` per item
+                deadline = trio.current_time() + timeout * len(items)
             try:
-                with trio.move_on_after(deadline) as scope:
+                with trio.CancelScope(deadline=deadline) as scope:
+                    if timeout is not None and progress is not None:
+                        watched[slot] = (scope, -1)
                     ok, payload, failures = await workers.run_sync(
                         _apply_in_worker,
                         fn,
@@ -547,6 +570,7 @@ class ParMap(TaskSpec):
                 )
                 raise
             finally:
+                watched.pop(slot, None)
                 if progress is not None:
                     progress.give_back(slot)
                 if segments is not None:
@@ -626,14 +650,21 @@ class ParMap(TaskSpec):
 
         async def warm_up() -> None:
             # Start the worker processes while the source produces its first items.
-            await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
+            try:
+                await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
+            except trio_parallel.BrokenWorkerError:
+                pass  # the calls that follow start a new worker, or report the crash
 
         progress = _shm.Progress(shm_prefix, self.workers) if shm_prefix is not None else None
         segments = _shm.Segments(shm_prefix) if shm_prefix is not None else None
         if shm_prefix is not None:
             _shm.cleanup_stale()
         try:
-            await self._core(inbox, fused, send, pacer, call, counters).run([warm_up] * self.workers)
+            async with trio.open_nursery() as nursery:
+                if timeout is not None and progress is not None:
+                    nursery.start_soon(watchdog)
+                await self._core(inbox, fused, send, pacer, call, counters).run([warm_up] * self.workers)
+                nursery.cancel_scope.cancel()
         finally:
             if shm_prefix is not None:
                 _shm.cleanup(shm_prefix)
