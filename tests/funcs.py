@@ -145,3 +145,15 @@ def slow_on_1500(x: int) -> int:
     if x == 1500:
         time.sleep(3)
     return x
+
+
+def image(i: int) -> "object":
+    import numpy as np
+
+    return np.full((4, 64, 64), i, dtype=np.float32)  # 64 KiB: large enough for shared memory
+
+
+def image_or_odd(i: int) -> "object":
+    import numpy as np
+
+    return np.full((4, 64, 64) if i != 9 else (4, 64, 65), i, dtype=np.float32)

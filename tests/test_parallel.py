@@ -263,3 +263,37 @@ def test_statistics_are_available_as_soon_as_open_sync_returns() -> None:
         stats = items.statistics()
     assert stats.stage(2).items_in == stats.stage(1).items_out
     assert stats.stage(3).items_out == 5
+
+
+@pytest.mark.parametrize("n", [64, 70])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_workers_write_batches_directly_and_held_batches_never_change(
+    n: int, drop_last: bool, no_leaks: None
+) -> None:
+    stream = snake.from_iterable(range(n)).par_map(funcs.image, workers=2).batch(8, drop_last=drop_last)
+    held = []
+    with stream.open_sync() as batches:
+        for k, b in enumerate(batches):
+            assert b.dtype == np.float32 and b.shape[1:] == (4, 64, 64)
+            np.testing.assert_array_equal(b[:, 0, 0, 0], np.arange(8 * k, 8 * k + len(b)))
+            if k % 3 == 0:
+                held.append((k, b, b[1:3]))  # a batch and a view of it, kept while others flow
+        stats = batches.statistics()
+    full, rest = divmod(n, 8)
+    assert len(held) == len(range(0, full + (1 if rest and not drop_last else 0), 3))
+    assert stats.stage(2).items_in == n and stats.stage(2).items_out == full + (1 if rest and not drop_last else 0)
+    for k, b, view in held:
+        np.testing.assert_array_equal(b[:, 0, 0, 0], np.arange(8 * k, 8 * k + len(b)))
+        np.testing.assert_array_equal(view[:, 3, 5, 5], np.arange(8 * k + 1, 8 * k + 3))
+
+
+def test_direct_batches_check_the_layout_like_the_collate() -> None:
+    stream = snake.from_iterable(range(16)).par_map(funcs.image_or_odd, workers=2).batch(8)
+    with pytest.raises(ValueError, match=r"index 9\) is shape \(4, 64, 65\)"):
+        stream.to_list()
+
+
+def test_non_array_results_batch_the_ordinary_way() -> None:
+    got = snake.from_iterable(range(10)).par_map(funcs.make_nested, workers=2).batch(4).to_list()
+    assert [b["label"].tolist() for b in got] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert got[0]["image"].shape == (4, 64 * 1024)

@@ -72,12 +72,28 @@ def _round_up(n: int) -> int:
     return (n + MIN_SHM_BYTES - 1) // MIN_SHM_BYTES * MIN_SHM_BYTES
 
 
-def _worker_map(name: str, size: int) -> mmap.mmap:
+def worker_run(prefix: str) -> None:
+    """In a worker, at each call: a new stage run forgets (unmaps) the previous one's files."""
+    global _worker_prefix
+    if prefix != _worker_prefix:
+        for mm in _worker_maps.values():
+            try:
+                mm.close()
+            except BufferError:
+                pass
+        _worker_maps.clear()
+        _worker_prefix = prefix
+
+
+def worker_map(name: str, size: int, populate: bool = True) -> mmap.mmap:
+    """In a worker: ``name`` mapped whole (once per stage run). ``populate`` faults every
+    page in at once (for a segment written whole; not for a slab written a row at a time)."""
     mm = _worker_maps.get(name)
     if mm is None:
         fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
         try:
-            mm = _worker_maps[name] = mmap.mmap(fd, size, flags=_MAP_FLAGS)
+            flags = _MAP_FLAGS if populate else mmap.MAP_SHARED
+            mm = _worker_maps[name] = mmap.mmap(fd, size, flags=flags)
         finally:
             os.close(fd)
     return mm
@@ -87,16 +103,7 @@ class _Exporter:
     """Writes a result's arrays into lent segments, or into new ones."""
 
     def __init__(self, prefix: str, lent: list[tuple[str, int]]) -> None:
-        global _worker_prefix
-        if prefix != _worker_prefix:
-            # A new stage run: forget (unmap) the segments of the previous one.
-            for mm in _worker_maps.values():
-                try:
-                    mm.close()
-                except BufferError:
-                    pass
-            _worker_maps.clear()
-            _worker_prefix = prefix
+        worker_run(prefix)
         self.prefix = prefix
         self.lent = sorted(lent, key=lambda seg: seg[1])
 
@@ -105,7 +112,7 @@ class _Exporter:
         for i, (name, size) in enumerate(self.lent):
             if size >= nbytes:
                 del self.lent[i]
-                mm = _worker_map(name, size)
+                mm = worker_map(name, size)
                 dst: np.ndarray[Any, Any] = np.ndarray(arr.shape, dtype=arr.dtype, buffer=mm)
                 np.copyto(dst, arr, casting="no")
                 del dst

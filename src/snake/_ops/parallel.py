@@ -24,12 +24,15 @@ import attrs
 import trio
 
 from .. import _shm
+from .._collate import Collator
+from .._direct import Dests, SlotBatcher, write_slots
 from .._chan import Chunk, Inbox, Outbox
 from .._errors import ErrorBudget, ErrorPolicy, RemoteError, WorkerCrashedError
 from .._pool import WorkerPool, WorkerType, resolve_worker_type
 from .._stats import StageCounters
 from .._util import CHUNK_CAP, add_note, describe_callable
 from .base import Fused, TaskSpec
+from .inline import _BatchOp
 
 if TYPE_CHECKING:
     from .._run import Context
@@ -287,6 +290,7 @@ def _apply_in_worker(
     shm_prefix: str | None,
     progress: tuple[str, int] | None,
     lent: list[tuple[str, int]],
+    dests: Dests | None,
 ) -> tuple[bool, Any, list[Failure]]:
     """What a worker process runs: ``(True, results, failures)`` or ``(False, error, [])``.
 
@@ -312,6 +316,9 @@ def _apply_in_worker(
         return False, _portable(exc), []
     failures = [(i, _portable(e)) for i, e in failures]
     if shm_prefix is not None:
+        _shm.worker_run(shm_prefix)
+        if dests is not None:
+            results = write_slots(results, dests)
         results = _shm.export(results, shm_prefix, lent)
     return True, results, failures
 
@@ -535,6 +542,7 @@ class ParMap(TaskSpec):
             slot = progress.take() if progress is not None else -1
             where = (progress.path, slot) if progress is not None else None
             lent = segments.lend(len(items)) if segments is not None else []
+            dests = batcher.dests(start, len(items)) if batcher is not None else None
             if timeout is None:
                 deadline = math.inf
             elif progress is not None:
@@ -555,6 +563,7 @@ class ParMap(TaskSpec):
                         shm_prefix,
                         where,
                         lent,
+                        dests,
                         kill_on_cancel=True,
                         limiter=limiter,
                     )
@@ -657,6 +666,18 @@ class ParMap(TaskSpec):
 
         progress = _shm.Progress(shm_prefix, self.workers) if shm_prefix is not None else None
         segments = _shm.Segments(shm_prefix) if shm_prefix is not None else None
+        batcher = None
+        if (
+            shm_prefix is not None
+            and self.ordered
+            and not skip
+            and fused.ops
+            and type(fused.ops[0]) is _BatchOp
+            and type(fused.ops[0].collate) is Collator
+        ):
+            # batch() with the default collate right after: workers write the batch rows.
+            batcher = SlotBatcher(fused.ops[0], shm_prefix)
+            fused = Fused([batcher, *fused.ops[1:]])
         if shm_prefix is not None:
             _shm.cleanup_stale()
         try:

@@ -1,0 +1,198 @@
+"""``par_map(...).batch(n)``: workers write array results straight into the batch.
+
+When a process ``par_map`` stage is followed by ``batch(n)`` with the default
+collate, and its results are plain numpy arrays, the stage's workers write each
+result into its row of the batch, a shared-memory *slab*: the main process
+copies nothing (otherwise it would copy every byte once more to stack the batch,
+and on a 2-core machine that copy is the bottleneck).
+
+The layout (shape, dtype) is learnt from the first result, which comes back the
+ordinary way like every result dispatched before it; those are copied into
+their rows by the main process. A later result that is not an array of that
+layout raises ``ValueError`` as the default collate would. If the first result
+is not a plain array, the stage falls back to the ordinary ``batch()``.
+
+Slabs are reused like the collate's pool: a slab is free again when no batch,
+view or buffer export of it is alive (reference count of its ``owner``).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from . import _shm
+from ._ops.base import Chunk, Op
+
+class _InSlot:
+    """The type of :data:`IN_SLOT`; it unpickles as the same object."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "IN_SLOT"
+
+    def __repr__(self) -> str:
+        return "IN_SLOT"
+
+
+#: A result a worker wrote into its slot: only this marker crosses the pipe.
+IN_SLOT = _InSlot()
+
+Dest = tuple[str, int, int]  # slab name, slab size, byte offset
+#: The layout every result must have to be written into its slot, and the slots.
+Dests = tuple[tuple[int, ...], str, list[Dest]]
+
+
+class _Slab:
+    __slots__ = ("name", "owner")
+
+    def __init__(self, name: str, owner: np.ndarray[Any, np.dtype[np.uint8]]) -> None:
+        self.name = name
+        self.owner = owner
+
+
+class SlotBatcher(Op):
+    """Stands in for a ``batch(n)`` operator fused after a process ``par_map``."""
+
+    __slots__ = ("op", "prefix", "size", "layout", "slabs", "active", "index", "fallback", "made")
+
+    def __init__(self, op: Any, prefix: str) -> None:
+        super().__init__(op.label)
+        #: The ``batch()`` operator this replaces (its counters are kept up to date,
+        #: and it takes over if the results are not arrays).
+        self.op = op
+        self.prefix = prefix
+        self.size: int = op.size
+        self.weight = self.size
+        self.layout: tuple[tuple[int, ...], np.dtype[Any], int] | None = None
+        self.slabs: list[_Slab] = []
+        #: Batch number -> the slab it is written into.
+        self.active: dict[int, _Slab] = {}
+        self.index = 0
+        self.fallback = False
+        self.made = 0
+
+    # -- dispatch side -----------------------------------------------------------------
+    def dests(self, start: int, n: int) -> Dests | None:
+        """Where the workers should write items ``start .. start+n-1`` (None: not yet known)."""
+        if self.layout is None or self.fallback:
+            return None
+        shape, dtype, nbytes = self.layout
+        out = []
+        for i in range(start, start + n):
+            b, k = divmod(i, self.size)
+            slab = self._slab(b)
+            out.append((slab.name, slab.owner.size, k * nbytes))
+        return shape, dtype.str, out
+
+    def _slab(self, b: int) -> _Slab:
+        slab = self.active.get(b)
+        if slab is not None:
+            return slab
+        assert self.layout is not None
+        busy = {id(s) for s in self.active.values()}
+        for s in self.slabs:
+            # 2 = the attribute's reference and getrefcount's argument: no batch alive.
+            if id(s) not in busy and sys.getrefcount(s.owner) <= 2:
+                slab = s
+                break
+        else:
+            size = self.size * self.layout[2]
+            name = f"{self.prefix}batch-{self.made}"
+            self.made += 1
+            fd = os.open(os.path.join(_shm.SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            try:
+                os.ftruncate(fd, size)
+                mm = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+            slab = _Slab(name, np.frombuffer(mm, dtype=np.uint8))
+            self.slabs.append(slab)
+        self.active[b] = slab
+        return slab
+
+    # -- emission side (items arrive in order) -----------------------------------------------
+    def __call__(self, chunk: Chunk) -> Chunk:
+        if self.fallback:
+            return self._delegate(chunk)
+        if self.layout is None:
+            first = chunk[0]
+            if type(first) is not np.ndarray or first.dtype.hasobject or first.nbytes < _shm.MIN_SHM_BYTES:
+                self.fallback = True
+                return self._delegate(chunk)
+            self.layout = (first.shape, first.dtype, first.nbytes)
+        shape, dtype, nbytes = self.layout
+        out: Chunk = []
+        for r in chunk:
+            i = self.index
+            b, k = divmod(i, self.size)
+            if r is not IN_SLOT:
+                if type(r) is not np.ndarray or r.shape != shape or r.dtype != dtype:
+                    what = f"shape {r.shape} dtype {r.dtype}" if isinstance(r, np.ndarray) else type(r).__name__
+                    raise ValueError(
+                        f"batch: item {k} of batch {b} (index {i}) is {what}; expected an array "
+                        f"of shape {shape} dtype {dtype} like the first item"
+                    )
+                row = np.ndarray(shape, dtype=dtype, buffer=self._slab(b).owner, offset=k * nbytes)
+                np.copyto(row, r)
+                del row
+            self.index = i + 1
+            if k == self.size - 1:
+                out.append(self._emit(b, self.size))
+        self.op.seen += len(chunk)
+        self.op.emitted += len(out)
+        return out
+
+    def _emit(self, b: int, rows: int) -> Any:
+        assert self.layout is not None
+        shape, dtype, nbytes = self.layout
+        slab = self.active.pop(b)
+        return slab.owner[: rows * nbytes].view(dtype).reshape((rows, *shape))
+
+    def _delegate(self, chunk: Chunk) -> Chunk:
+        out: Chunk = self.op(chunk)
+        self.op.emitted += len(out)
+        return out
+
+    def flush(self) -> Chunk:
+        if self.fallback or self.layout is None:
+            out: Chunk = self.op.flush()
+            self.op.emitted += len(out)
+            return out
+        rows = self.index % self.size
+        if not rows:
+            return []
+        b = self.index // self.size
+        if self.op.drop_last:
+            self.active.pop(b, None)
+            return []
+        self.op.emitted += 1
+        return [self._emit(b, rows)]
+
+    def demand(self, downstream: int | None) -> int | None:
+        if downstream is None:
+            return None
+        return max(0, downstream * self.size - self.index % self.size)
+
+
+def write_slots(results: Chunk, dests: Dests) -> Chunk:
+    """In a worker: write each result of the expected layout into its slot and return
+    a marker for it; anything else goes back as it is (the main process checks it)."""
+    shape, dtype_str, slots = dests
+    dtype = np.dtype(dtype_str)
+    out: Chunk = []
+    for r, (name, size, offset) in zip(results, slots):
+        if type(r) is np.ndarray and r.shape == shape and r.dtype == dtype:
+            mm = _shm.worker_map(name, size, populate=False)
+            row: np.ndarray[Any, Any] = np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset)
+            np.copyto(row, r)
+            del row
+            out.append(IN_SLOT)
+        else:
+            out.append(r)
+    return out
