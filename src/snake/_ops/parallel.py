@@ -658,7 +658,11 @@ class ParMap(TaskSpec):
                 return out
 
         async def warm_up() -> None:
-            # Start the worker processes while the source produces its first items.
+            # Start the worker processes while the source produces its first items. A
+            # fork blocks the event loop for some ms: let the stages before this one
+            # start their work (their IO waits then overlap the forks) first.
+            for _ in range(3):
+                await trio.lowlevel.checkpoint()
             try:
                 await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
             except trio_parallel.BrokenWorkerError:
