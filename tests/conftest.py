@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -75,3 +76,21 @@ def count_tasks() -> int:
             stack.extend(nursery.child_tasks)
     return seen
 
+
+def run_async(stream: Any) -> list[Any]:
+    """Every item of ``stream``, through ``async with stream.open()``."""
+
+    async def main() -> list[Any]:
+        out = []
+        async with stream.open() as items:
+            async for x in items:
+                out.append(x)
+        return out
+
+    return trio.run(main)
+
+
+def run_sync(stream: Any) -> list[Any]:
+    """Every item of ``stream``, through ``with stream.open_sync()``."""
+    with stream.open_sync() as items:
+        return list(items)

@@ -18,27 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from conftest import run_async, run_sync
+
 import snake
 from snake import _collate
 from snake._collate import Collator, PadCollator, Pool
 
 Array = np.ndarray[Any, Any]
-
-
-def run_async(stream: snake.Stream[Any]) -> list[Any]:
-    async def main() -> list[Any]:
-        out = []
-        async with stream.open() as items:
-            async for x in items:
-                out.append(x)
-        return out
-
-    return trio.run(main)
-
-
-def run_sync(stream: snake.Stream[Any]) -> list[Any]:
-    with stream.open_sync() as items:
-        return list(items)
 
 
 RUNNERS: dict[str, Callable[[snake.Stream[Any]], list[Any]]] = {"open": run_async, "open_sync": run_sync}

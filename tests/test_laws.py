@@ -16,7 +16,7 @@ from typing import Any
 
 import funcs
 import trio
-from conftest import Resources, count_tasks
+from conftest import Resources, count_tasks, run_async, run_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -108,22 +108,6 @@ def reference(source: list[int], ops: list[Op]) -> list[Any]:
                 batches.pop()
             items = batches
     return items
-
-
-def run_async(stream: snake.Stream[Any]) -> list[Any]:
-    async def main() -> list[Any]:
-        out = []
-        async with stream.open() as items:
-            async for x in items:
-                out.append(x)
-        return out
-
-    return trio.run(main)
-
-
-def run_sync(stream: snake.Stream[Any]) -> list[Any]:
-    with stream.open_sync() as items:
-        return list(items)
 
 
 RUNNERS: dict[str, Callable[[snake.Stream[Any]], list[Any]]] = {

@@ -221,15 +221,15 @@ class Segments:
         return obj
 
 
-def cleanup(prefix: str) -> int:
-    """Remove the files of a stage run that were never imported; returns how many."""
-    removed = 0
+def _unlink_matching(keep: Any) -> int:
+    """Unlink the files in ``SHM_DIR`` whose name ``keep(name)`` selects; how many."""
     try:
         names = os.listdir(SHM_DIR)
     except OSError:
         return 0
+    removed = 0
     for name in names:
-        if name.startswith(prefix):
+        if keep(name):
             try:
                 os.unlink(os.path.join(SHM_DIR, name))
                 removed += 1
@@ -238,34 +238,29 @@ def cleanup(prefix: str) -> int:
     return removed
 
 
+def cleanup(prefix: str) -> int:
+    """Remove the files of a stage run (mappings in use stay valid); returns how many."""
+    return _unlink_matching(lambda name: name.startswith(prefix))
+
+
+def _owner_is_dead(name: str) -> bool:
+    if not name.startswith(_PREFIX):
+        return False
+    pid_text = name[len(_PREFIX) :].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def cleanup_stale() -> int:
     """Remove files left by snake main processes that no longer exist."""
-    removed = 0
-    try:
-        names = os.listdir(SHM_DIR)
-    except OSError:
-        return 0
-    for name in names:
-        if not name.startswith(_PREFIX):
-            continue
-        pid_text = name[len(_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit():
-            continue
-        pid = int(pid_text)
-        try:
-            os.kill(pid, 0)
-            continue  # still alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        try:
-            os.unlink(os.path.join(SHM_DIR, name))
-            removed += 1
-        except FileNotFoundError:
-            pass
-    return removed
-
+    return _unlink_matching(_owner_is_dead)
 
 class Progress:
     """Shared int64 slots: a worker writes into its call's slot the index of the item it
