@@ -99,7 +99,7 @@ def steady_async(stream: snake.Stream[Any], warm: int) -> tuple[float, list[int 
 def pooled_buffers(buffers: list[int | None], warm: int) -> str:
     steady = buffers[warm:]
     fresh = sum(1 for b in steady if b is None)
-    return f"{len(set(b for b in steady if b is not None))} pooled buffers, {fresh} fresh arrays"
+    return f"{len({b for b in steady if b is not None})} pooled buffers, {fresh} fresh arrays"
 
 
 def torch_collate() -> Callable[[list[Any]], Any] | None:
@@ -143,7 +143,7 @@ def dense_case(dtype: Any, n: int, batches: int, warm: int, repeats: int) -> dic
     src = np.stack(items)
     dst = np.empty_like(src)
     out = np.empty_like(src)
-    gbs = lambda t: nbytes / t / 1e9  # noqa: E731
+    gbs = lambda t: nbytes / t / 1e9
 
     t_memcpy = timed(repeats, lambda: np.copyto(dst, src))
     dsts = [dst, out]

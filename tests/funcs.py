@@ -6,6 +6,7 @@ import os
 import time
 
 import trio
+import trio.lowlevel
 
 
 class Boom(Exception):
@@ -55,7 +56,7 @@ def sleep_long(x: int) -> int:
 
 
 async def ainc(x: int) -> int:
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     return x + 1
 
 
@@ -66,7 +67,7 @@ async def ajitter(x: int) -> int:
 
 
 async def afail_on_7(x: int) -> int:
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     if x == 7:
         raise Boom(f"item {x} is bad")
     return x
@@ -118,20 +119,20 @@ async def astuck_on_4(x: int) -> int:
     return x
 
 
-def make_array(i: int) -> "object":
+def make_array(i: int) -> object:
     import numpy as np
 
     return np.full((3, 64, 128), i, dtype=np.float32)
 
 
-def make_nested(i: int) -> "object":
+def make_nested(i: int) -> object:
     import numpy as np
 
     big = np.arange(64 * 1024, dtype=np.int64) + i
     return {"image": big, "label": i, "pair": (big[:10].copy(), np.full(20000, i, np.float64))}
 
 
-def unpicklable_result(x: int) -> "object":
+def unpicklable_result(x: int) -> object:
     import threading
 
     return threading.Lock()
@@ -147,13 +148,13 @@ def slow_on_1500(x: int) -> int:
     return x
 
 
-def image(i: int) -> "object":
+def image(i: int) -> object:
     import numpy as np
 
     return np.full((4, 64, 64), i, dtype=np.float32)  # 64 KiB: large enough for shared memory
 
 
-def image_or_odd(i: int) -> "object":
+def image_or_odd(i: int) -> object:
     import numpy as np
 
     return np.full((4, 64, 64) if i != 9 else (4, 64, 65), i, dtype=np.float32)

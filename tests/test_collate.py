@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 import trio
+from conftest import run_async, run_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from conftest import run_async, run_sync
 
 import snake
 from snake import _collate

@@ -109,10 +109,9 @@ def test_on_error_skip_drops_logs_and_counts(where: str, caplog: pytest.LogCaptu
     }[where]()
     stream = stage.on_error("skip", max_errors=10)
     assert ".on_error('skip', max_errors=10)" in repr(stream)
-    with caplog.at_level(logging.WARNING, logger="snake.errors"):
-        with stream.open_sync() as items:
-            got = list(items)
-            stats = items.statistics()
+    with caplog.at_level(logging.WARNING, logger="snake.errors"), stream.open_sync() as items:
+        got = list(items)
+        stats = items.statistics()
     assert got == [x for x in range(100) if x % 10]
     assert stats.stage(1).errors_skipped == 10
     logged = [r.getMessage() for r in caplog.records if r.name == "snake.errors"]
@@ -224,15 +223,13 @@ def test_worker_pool_misuse_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="workers=2 is more than the pool's 1"):
         snake.from_iterable(range(3)).par_map(funcs.inc, workers=2, pool=pool)
     busy = snake.from_iterable([0.01] * 100).par_map(funcs.sleep_then_return, pool=pool)
-    with pool:
-        with pytest.raises(RuntimeError, match="already used by another running stage"):
-            with busy.open_sync() as a:
-                next(a)  # a's stage holds the pool now
-                with busy.open_sync() as b:
-                    list(b)
-    with pytest.raises(RuntimeError, match="can be entered once"):
-        with pool:
-            pass
+    with pool, pytest.raises(RuntimeError, match="already used by another running stage"):  # noqa: SIM117
+        with busy.open_sync() as a:
+            next(a)  # a's stage holds the pool now
+            with busy.open_sync() as b:
+                list(b)
+    with pytest.raises(RuntimeError, match="can be entered once"), pool:
+        pass
 
 
 def test_time_to_first_item_is_short() -> None:

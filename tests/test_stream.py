@@ -7,6 +7,7 @@ import functools
 import funcs
 import pytest
 import trio
+import trio.lowlevel
 
 import snake
 
@@ -115,7 +116,7 @@ def test_source_validation() -> None:
 
 async def agen(n: int):  # type: ignore[no-untyped-def]
     for i in range(n):
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         yield i
 
 

@@ -89,15 +89,15 @@ class Outbox:
     """A bounded buffer of produced items, drained by :meth:`run` into a channel."""
 
     __slots__ = (
-        "_send",
         "_buf",
-        "cap",
         "_closed",
-        "gone",
-        "_wake_sender",
+        "_producers_parked",
+        "_send",
         "_sender_parked",
         "_wake_producers",
-        "_producers_parked",
+        "_wake_sender",
+        "cap",
+        "gone",
     )
 
     def __init__(self, send: trio.MemorySendChannel[Chunk], cap: int = CHUNK_CAP) -> None:

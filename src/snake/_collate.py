@@ -78,7 +78,7 @@ class Pool:
     pooled slab that no batch or view refers to any more, or a new array.
     """
 
-    __slots__ = ("_slabs", "reused", "grown", "unpooled")
+    __slots__ = ("_slabs", "grown", "reused", "unpooled")
 
     def __init__(self) -> None:
         self._slabs: list[Array] = []
@@ -159,7 +159,7 @@ class Collator:
     of the offending item within the batch (``None`` if unknown).
     """
 
-    __slots__ = ("name", "pools", "failure")
+    __slots__ = ("failure", "name", "pools")
 
     def __init__(self, name: str = "batch") -> None:
         self.name = name
@@ -290,7 +290,7 @@ class PadCollator(Collator):
     rule; everything else goes through the default collate's rules.
     """
 
-    __slots__ = ("pad_value", "multiple")
+    __slots__ = ("multiple", "pad_value")
 
     def __init__(self, name: str, pad_value: complex, multiple: int | None) -> None:
         super().__init__(name)

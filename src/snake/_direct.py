@@ -28,6 +28,7 @@ import numpy as np
 from . import _shm
 from ._ops.base import Chunk, Op
 
+
 class _InSlot:
     """The type of :data:`IN_SLOT`; it unpickles as the same object."""
 
@@ -59,7 +60,7 @@ class _Slab:
 class SlotBatcher(Op):
     """Stands in for a ``batch(n)`` operator fused after a process ``par_map``."""
 
-    __slots__ = ("op", "prefix", "size", "layout", "slabs", "active", "index", "fallback", "made")
+    __slots__ = ("active", "fallback", "index", "layout", "made", "op", "prefix", "size", "slabs")
 
     def __init__(self, op: Any, prefix: str) -> None:
         super().__init__(op.label)

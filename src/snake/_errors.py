@@ -51,7 +51,7 @@ class ErrorPolicy:
 class ErrorBudget:
     """One stage run's accounting of the errors its policy lets it skip."""
 
-    __slots__ = ("policy", "label", "skipped")
+    __slots__ = ("label", "policy", "skipped")
 
     def __init__(self, policy: ErrorPolicy, label: str) -> None:
         self.policy = policy

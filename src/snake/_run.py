@@ -19,7 +19,7 @@ T = TypeVar("T")
 class Context:
     """Per-run state shared by the stages of one opened pipeline."""
 
-    __slots__ = ("labels", "sources", "_counters")
+    __slots__ = ("_counters", "labels", "sources")
 
     def __init__(self, labels: list[str]) -> None:
         self.labels = labels
@@ -56,7 +56,7 @@ class Items(trio.abc.ReceiveChannel[T], Generic[T]):
     the next chunk.
     """
 
-    __slots__ = ("_inbox", "_buf", "_pos", "_ctx")
+    __slots__ = ("_buf", "_ctx", "_inbox", "_pos")
 
     def __init__(self, inbox: Inbox, ctx: Context) -> None:
         self._inbox = inbox

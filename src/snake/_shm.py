@@ -48,7 +48,7 @@ def new_prefix() -> str:
 class ShmArray:
     """What crosses the pipe instead of a large array: where its bytes are."""
 
-    __slots__ = ("segment", "size", "shape", "dtype")
+    __slots__ = ("dtype", "segment", "shape", "size")
 
     def __init__(self, segment: str, size: int, shape: tuple[int, ...], dtype: str) -> None:
         self.segment = segment
@@ -266,7 +266,7 @@ class Progress:
     """Shared int64 slots: a worker writes into its call's slot the index of the item it
     starts, so that after a crash or a timeout the main process knows which item it was."""
 
-    __slots__ = ("path", "_mm", "view", "_free")
+    __slots__ = ("_free", "_mm", "path", "view")
 
     def __init__(self, prefix: str, slots: int) -> None:
         self.path = os.path.join(SHM_DIR, f"{prefix}progress")

@@ -26,7 +26,7 @@ class CounterSource(Protocol):
 class StageCounters:
     """Mutable counters owned by one task stage (or source) of one run."""
 
-    __slots__ = ("items_in", "items_out", "retries", "timeouts", "workers_lost", "budget")
+    __slots__ = ("budget", "items_in", "items_out", "retries", "timeouts", "workers_lost")
 
     def __init__(self) -> None:
         self.items_in = 0

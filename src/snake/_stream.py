@@ -12,9 +12,10 @@ from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 
 import attrs
 
+from ._collate import check_buckets, check_collate, check_pad_value
+from ._errors import ErrorMode, ErrorPolicy
 from ._ops.base import SourceSpec, Spec
 from ._ops.buffer import Prefetch
-from ._collate import check_buckets, check_collate, check_pad_value
 from ._ops.inline import (
     Batch,
     BucketByLength,
@@ -27,13 +28,12 @@ from ._ops.inline import (
     Skip,
     Take,
 )
-from ._errors import ErrorMode, ErrorPolicy
 from ._ops.parallel import Backend, ParMap, ParThen
-from ._pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._ops.source import FromAsyncIterable, FromIterable
+from ._pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._run import Items, open_pipeline
 from ._sync import SyncItems, open_sync
-from ._util import check_bool, check_callable, check_int, check_picklable, describe_callable
+from ._util import check_bool, check_callable, check_int, check_picklable
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -271,7 +271,7 @@ class Stream(Generic[T]):
             raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
         return self._then(ParMap(fn, workers, backend, ordered, worker_type, retries, timeout, pool))
 
-    def on_error(self, mode: ErrorMode, /, *, max_errors: int | float | None = None) -> Stream[T]:
+    def on_error(self, mode: ErrorMode, /, *, max_errors: float | None = None) -> Stream[T]:
         """Set what the stage just before does when its function raises for an item.
 
         ``"raise"`` (the default) fails the pipeline with the item's exception.
@@ -294,7 +294,7 @@ class Stream(Generic[T]):
                 raise ValueError(f"on_error: max_errors={max_errors!r} as a fraction must be in (0, 1)")
         last = self._specs[-1]
         if not isinstance(last, _ERROR_STAGES):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004
                 f"on_error applies to the stage before it (map, filter, flat_map, then, par_then "
                 f"or par_map); that stage is {last.describe()}"
             )

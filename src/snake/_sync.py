@@ -144,7 +144,7 @@ class _Bridge:
 class SyncItems(Iterator[T], Generic[T]):
     """The consumer's end of a pipeline opened with ``open_sync()``: an iterator."""
 
-    __slots__ = ("_gen", "_bridge")
+    __slots__ = ("_bridge", "_gen")
 
     def __init__(self, bridge: _Bridge) -> None:
         self._bridge = bridge
@@ -155,7 +155,7 @@ class SyncItems(Iterator[T], Generic[T]):
         while the pipeline runs may be a few items apart between stages)."""
         return self._bridge.statistics()
 
-    def __iter__(self) -> Iterator[T]:
+    def __iter__(self) -> Iterator[T]:  # noqa: PYI034
         # The flattening generator itself: no Python-level __next__ per item.
         return self._gen
 

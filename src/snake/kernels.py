@@ -41,6 +41,8 @@ inputs or to ``out`` during a call, as with NumPy's own GIL-free copies.
 
 from __future__ import annotations
 
-from ._ext import fib as fib, pad_stack as pad_stack, stack as stack
+from ._ext import fib as fib
+from ._ext import pad_stack as pad_stack
+from ._ext import stack as stack
 
 __all__ = ["fib", "pad_stack", "stack"]

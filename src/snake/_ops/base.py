@@ -57,7 +57,7 @@ class TaskSpec(Spec):
 class Op(abc.ABC):
     """One inline operator, applied to whole chunks. Stateful; one per run."""
 
-    __slots__ = ("label", "done", "seen", "emitted", "weight", "budget")
+    __slots__ = ("budget", "done", "emitted", "label", "seen", "weight")
 
     def __init__(self, label: str) -> None:
         self.label = label

@@ -20,7 +20,6 @@ from .._errors import ErrorBudget, ErrorPolicy
 from .._util import add_note, describe_callable
 from .base import Chunk, InlineSpec, Op
 
-
 _RAISE = ErrorPolicy()
 
 
@@ -176,7 +175,7 @@ class _SkipOp(Op):
 class _BatchOp(Op):
     """Groups items into lists of ``size``, then collates each list (if ``collate``)."""
 
-    __slots__ = ("size", "drop_last", "buf", "collate", "batches")
+    __slots__ = ("batches", "buf", "collate", "drop_last", "size")
 
     def __init__(
         self, label: str, size: int, drop_last: bool, collate: Callable[[list[Any]], Any] | None = None
@@ -262,7 +261,7 @@ def batch_note(
 class _BucketOp(Op):
     """Puts items in buckets by length; a full bucket becomes a padded batch."""
 
-    __slots__ = ("boundaries", "sizes", "length", "drop_last", "collate", "buckets", "indices", "batches")
+    __slots__ = ("batches", "boundaries", "buckets", "collate", "drop_last", "indices", "length", "sizes")
 
     def __init__(
         self,

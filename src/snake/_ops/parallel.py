@@ -24,9 +24,9 @@ import attrs
 import trio
 
 from .. import _shm
+from .._chan import Chunk, Inbox, Outbox
 from .._collate import Collator
 from .._direct import Dests, SlotBatcher, write_slots
-from .._chan import Chunk, Inbox, Outbox
 from .._errors import ErrorBudget, ErrorPolicy, RemoteError, WorkerCrashedError
 from .._pool import WorkerPool, WorkerType, resolve_worker_type
 from .._stats import StageCounters
@@ -168,7 +168,7 @@ class _Core:
                 self.in_flight -= len(items)
             self._complete(unit, results)
 
-    async def run(self, extra_tasks: list[Callable[[], Awaitable[Any]]] = []) -> None:
+    async def run(self, extra_tasks: tuple[Callable[[], Awaitable[Any]], ...] = ()) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.outbox.run, nursery.cancel_scope)
             with self.stop:
@@ -332,7 +332,7 @@ class _Pacer:
     """Sizes units of work so that each call carries about ``target_s`` of work, and
     bounds how far the stage runs ahead of its consumer: two units per worker."""
 
-    __slots__ = ("target_s", "per_item", "outbox", "max_cap", "workers", "weight")
+    __slots__ = ("max_cap", "outbox", "per_item", "target_s", "weight", "workers")
 
     def __init__(self, target_s: float) -> None:
         self.target_s = target_s
@@ -689,7 +689,7 @@ class ParMap(TaskSpec):
             async with trio.open_nursery() as nursery:
                 if timeout is not None and progress is not None:
                     nursery.start_soon(watchdog)
-                await self._core(inbox, fused, send, pacer, call, counters).run([warm_up] * self.workers)
+                await self._core(inbox, fused, send, pacer, call, counters).run((warm_up,) * self.workers)
                 nursery.cancel_scope.cancel()
         finally:
             if shm_prefix is not None:
