@@ -294,3 +294,10 @@ def test_non_array_results_batch_the_ordinary_way() -> None:
     got = snake.from_iterable(range(10)).par_map(funcs.make_nested, workers=2).batch(4).to_list()
     assert [b["label"].tolist() for b in got] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert got[0]["image"].shape == (4, 64 * 1024)
+
+
+def test_direct_batch_mismatch_carries_the_stage_note() -> None:
+    stream = snake.from_iterable(range(16)).par_map(funcs.image_or_odd, workers=2).batch(8)
+    with pytest.raises(ValueError) as info:
+        stream.to_list()
+    assert any(n == "snake: raised in stage #2 batch(8) on item index 9" for n in info.value.__notes__)

@@ -18,6 +18,7 @@ view or buffer export of it is alive (reference count of its ``owner``).
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 
 from . import _shm
 from ._ops.base import Chunk, Op
+from ._util import add_note
 
 
 class _InSlot:
@@ -104,6 +106,16 @@ class SlotBatcher(Op):
                 break
         else:
             size = self.size * self.layout[2]
+            # Pages of a mapped file that tmpfs cannot back kill the writer with SIGBUS:
+            # make sure they fit before a worker writes into them.
+            st = os.statvfs(_shm.SHM_DIR)
+            if st.f_bavail * st.f_frsize < size:
+                raise OSError(
+                    errno.ENOSPC,
+                    f"batch: {_shm.SHM_DIR} has {st.f_bavail * st.f_frsize} bytes free, "
+                    f"a batch needs {size}; free some, or pass collate=None or map() between "
+                    "par_map and batch() to collate in the main process",
+                )
             name = f"{self.prefix}batch-{self.made}"
             self.made += 1
             fd = os.open(os.path.join(_shm.SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
@@ -135,10 +147,12 @@ class SlotBatcher(Op):
             if r is not IN_SLOT:
                 if type(r) is not np.ndarray or r.shape != shape or r.dtype != dtype:
                     what = f"shape {r.shape} dtype {r.dtype}" if isinstance(r, np.ndarray) else type(r).__name__
-                    raise ValueError(
+                    err = ValueError(
                         f"batch: item {k} of batch {b} (index {i}) is {what}; expected an array "
                         f"of shape {shape} dtype {dtype} like the first item"
                     )
+                    add_note(err, self.label, i)
+                    raise err
                 row = np.ndarray(shape, dtype=dtype, buffer=self._slab(b).owner, offset=k * nbytes)
                 np.copyto(row, r)
                 del row
