@@ -9,6 +9,7 @@ chunks and a slow stream moves single items, with no timer involved.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import trio
@@ -89,6 +90,7 @@ class Outbox:
     """A bounded buffer of produced items, drained by :meth:`run` into a channel."""
 
     __slots__ = (
+        "_blocked_since",
         "_buf",
         "_closed",
         "_producers_parked",
@@ -96,8 +98,11 @@ class Outbox:
         "_sender_parked",
         "_wake_producers",
         "_wake_sender",
+        "blocked_s",
         "cap",
         "gone",
+        "last_sent",
+        "sending",
     )
 
     def __init__(self, send: trio.MemorySendChannel[Chunk], cap: int = CHUNK_CAP) -> None:
@@ -112,6 +117,12 @@ class Outbox:
         self._sender_parked = False
         self._wake_producers = trio.lowlevel.ParkingLot()
         self._producers_parked = 0
+        #: Seconds during which at least one producer waited for room (statistics).
+        self.blocked_s = 0.0
+        self._blocked_since = 0.0
+        #: Items in the chunk being sent, and in the last chunk sent (statistics).
+        self.sending = 0
+        self.last_sent = 0
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -129,11 +140,29 @@ class Outbox:
     async def wait_room(self) -> None:
         """Block while the buffer holds a full chunk that the downstream has not taken."""
         while len(self._buf) >= self.cap and not self.gone:
+            if not self._producers_parked:
+                self._blocked_since = time.perf_counter()
             self._producers_parked += 1
             try:
                 await self._wake_producers.park()
             finally:
                 self._producers_parked -= 1
+                if not self._producers_parked:
+                    self.blocked_s += time.perf_counter() - self._blocked_since
+
+    def blocked(self, now: float) -> float:
+        """Seconds producers have waited for room so far (counting a wait in progress)."""
+        if self._producers_parked:
+            return self.blocked_s + now - self._blocked_since
+        return self.blocked_s
+
+    def held(self) -> int:
+        """Items produced and not yet received downstream: the buffer, the chunk being
+        sent, and the last chunk sent if it still sits in the channel."""
+        n = len(self._buf) + self.sending
+        if self.last_sent and self._send.statistics().current_buffer_used:
+            n += self.last_sent
+        return n
 
     def close(self) -> None:
         """No more items: the sender sends what is left and closes the channel."""
@@ -159,10 +188,13 @@ class Outbox:
                 chunk, self._buf = self._buf, []
                 if self._producers_parked:
                     self._wake_producers.unpark_all()
+                self.sending = len(chunk)
                 try:
                     await self._send.send(chunk)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.sending = 0
                     self.gone = True
                     self._wake_producers.unpark_all()
                     cancel_producers.cancel()
                     return
+                self.last_sent, self.sending = self.sending, 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar, final
@@ -15,17 +17,28 @@ from ._util import CHUNK_CAP
 
 T = TypeVar("T")
 
+_log = logging.getLogger("snake.pipeline")
+
 
 class Context:
     """Per-run state shared by the stages of one opened pipeline."""
 
-    __slots__ = ("_counters", "labels", "sources")
+    __slots__ = ("_counters", "closed", "consumer_wait_s", "hosts", "labels", "opened", "received", "sources")
 
     def __init__(self, labels: list[str]) -> None:
         self.labels = labels
         self._counters = {label: StageCounters() for label in labels}
         #: Where each stage's statistics are read from: its counters, or its inline op.
         self.sources: list[CounterSource] = [self._counters[label] for label in labels]
+        #: For each stage, the position of the stage whose task runs it (itself for tasks).
+        self.hosts = list(range(len(labels)))
+        #: perf_counter() when the pipeline opened, and when its consumer got the end
+        #: or left (0.0: not yet).
+        self.opened = time.perf_counter()
+        self.closed = 0.0
+        #: Seconds the consumer waited for chunks, and the items it received.
+        self.consumer_wait_s = 0.0
+        self.received = 0
 
     def label(self, index: int) -> str:
         return self.labels[index]
@@ -39,7 +52,18 @@ class Context:
         c.items_out += n
 
     def statistics(self) -> PipelineStatistics:
-        return PipelineStatistics(tuple(snapshot(lb, src) for lb, src in zip(self.labels, self.sources)))
+        now = time.perf_counter()
+        counters = [self._counters[lb] for lb in self.labels]
+        stages = tuple(
+            snapshot(lb, src, counters[host], None if host == i else host, now)
+            for i, (lb, src, host) in enumerate(zip(self.labels, self.sources, self.hosts))
+        )
+        return PipelineStatistics(
+            stages,
+            elapsed_s=(self.closed or now) - self.opened,
+            consumer_wait_s=self.consumer_wait_s,
+            items_received=self.received,
+        )
 
 
 def stage_labels(specs: list[Spec]) -> list[str]:
@@ -70,7 +94,7 @@ class Items(trio.abc.ReceiveChannel[T], Generic[T]):
         if pos < len(self._buf):
             self._pos = pos + 1
             return self._buf[pos]  # type: ignore[no-any-return]
-        chunk = await self._inbox.receive()
+        chunk = await self._fetch()
         if chunk is None:
             raise trio.EndOfChannel
         self._buf = chunk
@@ -82,7 +106,7 @@ class Items(trio.abc.ReceiveChannel[T], Generic[T]):
         if pos < len(self._buf):
             self._pos = pos + 1
             return self._buf[pos]  # type: ignore[no-any-return]
-        chunk = await self._inbox.receive()
+        chunk = await self._fetch()
         if chunk is None:
             raise StopAsyncIteration
         self._buf = chunk
@@ -96,7 +120,7 @@ class Items(trio.abc.ReceiveChannel[T], Generic[T]):
             out = self._buf[self._pos :]
             self._buf, self._pos = [], 0
         else:
-            chunk = await self._inbox.receive()
+            chunk = await self._fetch()
             if chunk is None:
                 return None
             out = chunk
@@ -106,13 +130,36 @@ class Items(trio.abc.ReceiveChannel[T], Generic[T]):
             except trio.WouldBlock:
                 break
             if more is None:
+                self._ctx.closed = self._ctx.closed or time.perf_counter()
                 break
+            self._ctx.received += len(more)
             out = out + more
         return out
 
+    async def _fetch(self) -> Chunk | None:
+        # Per chunk, never per item: the consumer's wait is the time spent here.
+        ctx = self._ctx
+        t0 = time.perf_counter()
+        chunk = await self._inbox.receive()
+        t1 = time.perf_counter()
+        ctx.consumer_wait_s += t1 - t0
+        if chunk is None:
+            ctx.closed = ctx.closed or t1
+        else:
+            ctx.received += len(chunk)
+        return chunk
+
     def statistics(self) -> PipelineStatistics:
-        """Per-stage counters of this run so far (items in and out, errors skipped, ...)."""
+        """Per-stage counters of this run so far (items in and out, busy and waiting
+        time, buffered items, ...), and how long the consumer waited for items."""
         return self._ctx.statistics()
+
+    def report(self) -> str:
+        """A short text naming the stage that limits throughput and why, with the
+        consumer's wait and one line per stage (see docs/performance.md)."""
+        from ._report import report
+
+        return report(self._ctx.statistics())
 
     async def aclose(self) -> None:
         """Stop receiving: the stages upstream stop at their next send."""
@@ -124,15 +171,33 @@ async def _run_stage(
     run: Callable[[], Awaitable[None]],
     send: trio.MemorySendChannel[Chunk],
     recv: trio.MemoryReceiveChannel[Chunk] | None,
+    label: str,
+    counters: StageCounters,
 ) -> None:
     # The stage owns both of its channel ends and closes them, whatever happens:
     # closing the input is how the upstream stage learns to stop.
+    counters.started = time.perf_counter()
+    _log.debug("stage %s: start", label)
+    how = "failed"
     with send:
         try:
             await run()
+            how = "done"
+        except trio.Cancelled:
+            how = "cancelled"
+            raise
         finally:
             if recv is not None:
                 recv.close()
+            counters.stopped = time.perf_counter()
+            _log.debug(
+                "stage %s: stop (%s) after %.3f s, %d items in, %d out",
+                label,
+                how,
+                counters.stopped - counters.started,
+                counters.items_in,
+                counters.items_out,
+            )
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -177,6 +242,7 @@ async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
                     assert isinstance(inline, InlineSpec)
                     op = inline.make(labels[j])
                     ctx.sources[j] = op
+                    ctx.hosts[j] = i
                     ops.append(op)
                     j += 1
                 fused = Fused(ops)
@@ -186,7 +252,7 @@ async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
                 else:
                     assert isinstance(spec, TaskSpec) and recv is not None
                     run = _bind_task(spec, ctx, labels[i], Inbox(recv), fused, send)
-                nursery.start_soon(_run_stage, run, send, recv)
+                nursery.start_soon(_run_stage, run, send, recv, labels[i], ctx.counters(labels[i]))
                 recv = next_recv
                 i = j
             assert recv is not None
@@ -194,6 +260,7 @@ async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
             try:
                 yield items
             finally:
+                ctx.closed = ctx.closed or time.perf_counter()
                 recv.close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -1,12 +1,19 @@
-"""Per-stage counters of a running pipeline, and the frozen records users read."""
+"""Per-stage counters of a running pipeline, and the frozen records users read.
+
+Counters are updated per chunk or per unit of work, never per item: a stage adds
+the time it spent blocked (on its input, or on a full output buffer) when it
+unblocks, and everything else is derived when ``statistics()`` takes a snapshot.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import time
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 if TYPE_CHECKING:
+    from ._chan import Outbox
     from ._errors import ErrorBudget
 
 
@@ -26,7 +33,27 @@ class CounterSource(Protocol):
 class StageCounters:
     """Mutable counters owned by one task stage (or source) of one run."""
 
-    __slots__ = ("budget", "items_in", "items_out", "retries", "timeouts", "workers_lost")
+    __slots__ = (
+        "budget",
+        "idle_slot_s",
+        "in_flight",
+        "items_in",
+        "items_out",
+        "last_sent",
+        "outbox",
+        "parked",
+        "parked_since",
+        "retries",
+        "send_chan",
+        "sending",
+        "slots",
+        "started",
+        "stopped",
+        "timeouts",
+        "wait_down_s",
+        "wait_up_s",
+        "workers_lost",
+    )
 
     def __init__(self) -> None:
         self.items_in = 0
@@ -35,10 +62,72 @@ class StageCounters:
         self.timeouts = 0
         self.workers_lost = 0
         self.budget: ErrorBudget | None = None
+        #: Items handed to the stage's function and not finished (parallel stages).
+        self.in_flight = 0
+        #: perf_counter() when the stage's task started and stopped (0.0: not yet).
+        self.started = 0.0
+        self.stopped = 0.0
+        #: Seconds blocked on the input, and on the output (direct sends only; an
+        #: Outbox keeps its own).
+        self.wait_up_s = 0.0
+        self.wait_down_s = 0.0
+        #: Concurrency of a parallel stage (0 for a sequential one), and the slot-seconds
+        #: its runners spent parked (not running the user's function).
+        self.slots = 0
+        self.idle_slot_s = 0.0
+        self.parked = 0
+        self.parked_since = 0.0
+        #: The stage's output buffer, if it has one; else its channel and the sizes of
+        #: the chunk being sent and of the last chunk sent.
+        self.outbox: Outbox | None = None
+        self.send_chan: Any = None
+        self.sending = 0
+        self.last_sent = 0
 
     @property
     def errors_skipped(self) -> int:
         return self.budget.skipped if self.budget is not None else 0
+
+    def park(self) -> float:
+        """A runner stops working (waits for input, room or the reorder window)."""
+        t = time.perf_counter()
+        self.parked += 1
+        self.parked_since += t
+        return t
+
+    def unpark(self, t0: float) -> None:
+        t = time.perf_counter()
+        self.parked -= 1
+        self.parked_since -= t0
+        self.idle_slot_s += t - t0
+
+    def elapsed(self, now: float) -> float:
+        if not self.started:
+            return 0.0
+        return (self.stopped or now) - self.started
+
+    def wait_down(self, now: float) -> float:
+        if self.outbox is not None:
+            return self.outbox.blocked(now)
+        return self.wait_down_s
+
+    def busy(self, now: float) -> float:
+        """Seconds working: for a parallel stage, busy slot-seconds over its slots."""
+        elapsed = self.elapsed(now)
+        if self.slots:
+            # Runners parked now (or when the stage stopped) count up to then.
+            idle = self.idle_slot_s + self.parked * (self.stopped or now) - self.parked_since
+            return max(0.0, elapsed - idle / self.slots)
+        return max(0.0, elapsed - self.wait_up_s - self.wait_down(now))
+
+    def buffered(self) -> int:
+        if self.outbox is not None:
+            return self.outbox.held()
+        n = self.sending
+        chan = self.send_chan
+        if chan is not None and self.last_sent and chan.statistics().current_buffer_used:
+            n += self.last_sent
+        return n
 
 
 @attrs.frozen
@@ -59,6 +148,30 @@ class StageStatistics:
     timeouts: int
     #: Worker processes that died or were killed (crash, timeout) and were replaced.
     workers_lost: int
+    #: Items received and not yet finished: running in a ``par_then`` task or a
+    #: ``par_map`` worker (0 for other stages).
+    in_flight: int = 0
+    #: Seconds the stage has been running (for an inline stage: its host task's).
+    elapsed_s: float = 0.0
+    #: Seconds the stage spent working: for ``par_then``/``par_map``, the busy
+    #: slot-seconds divided by the slots; for an inline stage, the time in its function.
+    busy_s: float = 0.0
+    #: Seconds the stage waited for the stage before it to deliver items.
+    wait_upstream_s: float = 0.0
+    #: Seconds the stage could not go on because its output buffer was full: the
+    #: stage after it (or the consumer) was not taking items.
+    wait_downstream_s: float = 0.0
+    #: Items produced by the stage and not yet taken by the next one (its output
+    #: buffer and the channel after it).
+    buffered: int = 0
+    #: For ``par_then`` and ``par_map``: busy slot-seconds / (slots x elapsed), 0 to 1;
+    #: None for other stages.
+    utilization: float | None = None
+    #: The concurrency of a parallel stage (``limit`` or ``workers``); 1 otherwise.
+    slots: int = 1
+    #: For an inline stage (``map``, ``filter``, ``batch``, ...): the position of the
+    #: stage whose task runs it; None for a stage with its own task.
+    fused_into: int | None = None
 
 
 @attrs.frozen
@@ -67,23 +180,54 @@ class PipelineStatistics:
 
     #: One record per stage, source first.
     stages: tuple[StageStatistics, ...]
+    #: Seconds since the pipeline was opened (until its end, once it has ended).
+    elapsed_s: float = 0.0
+    #: Seconds the consumer (the loop reading the items) waited for the next item.
+    consumer_wait_s: float = 0.0
+    #: Items the consumer has received.
+    items_received: int = 0
 
     def stage(self, position: int) -> StageStatistics:
         """The record of the stage at ``position`` (0 is the source)."""
         return self.stages[position]
 
 
-def snapshot(name: str, source: object) -> StageStatistics:
-    def get(field: str) -> int:
-        value = getattr(source, field, 0)
-        return int(value)
+def _int(source: object, field: str) -> int:
+    return int(getattr(source, field, 0))
 
+
+def snapshot(
+    name: str, source: object, host: StageCounters, host_index: int | None, now: float
+) -> StageStatistics:
+    """One stage's record. ``host`` holds the timing of the task the stage runs in, at
+    position ``host_index`` (None: the stage is that task)."""
+    common: dict[str, Any] = {
+        "name": name,
+        "items_in": _int(source, "items_in"),
+        "items_out": _int(source, "items_out"),
+        "errors_skipped": _int(source, "errors_skipped"),
+        "retries": _int(source, "retries"),
+        "timeouts": _int(source, "timeouts"),
+        "workers_lost": _int(source, "workers_lost"),
+    }
+    if isinstance(source, StageCounters):
+        c = source
+        elapsed = c.elapsed(now)
+        busy = c.busy(now)
+        return StageStatistics(
+            **common,
+            in_flight=c.in_flight,
+            elapsed_s=elapsed,
+            busy_s=busy,
+            wait_upstream_s=c.wait_up_s,
+            wait_downstream_s=c.wait_down(now),
+            buffered=c.buffered(),
+            utilization=(min(1.0, busy / elapsed) if elapsed > 0 else 0.0) if c.slots else None,
+            slots=max(1, c.slots),
+        )
     return StageStatistics(
-        name=name,
-        items_in=get("items_in"),
-        items_out=get("items_out"),
-        errors_skipped=get("errors_skipped"),
-        retries=get("retries"),
-        timeouts=get("timeouts"),
-        workers_lost=get("workers_lost"),
+        **common,
+        elapsed_s=host.elapsed(now),
+        busy_s=float(getattr(source, "busy_s", 0.0)),
+        fused_into=host_index,
     )

@@ -9,11 +9,13 @@ and joins the helper thread before returning: nothing outlives the block.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar, final
 
+import attrs
 import trio
 
 from ._ops.base import Spec
@@ -44,6 +46,10 @@ class _Bridge:
         self._producer_waiting = False
         self._started = threading.Event()
         self._items: Items[Any] | None = None
+        #: Seconds the consumer thread waited for chunks; when it started and ended.
+        self.wait_s = 0.0
+        self.opened = 0.0
+        self.closed = 0.0
         self._thread = threading.Thread(target=self._thread_main, name="snake-pipeline", daemon=True)
 
     # -- trio thread ------------------------------------------------------------
@@ -87,6 +93,7 @@ class _Bridge:
 
     # -- consumer thread ----------------------------------------------------------
     def start(self) -> None:
+        self.opened = time.perf_counter()
         self._thread.start()
         self._started.wait()
 
@@ -94,14 +101,18 @@ class _Bridge:
         cond = self._cond
         while True:
             with cond:
-                while not self._chunks and not self._finished:
-                    cond.wait()
+                if not self._chunks and not self._finished:
+                    t0 = time.perf_counter()
+                    while not self._chunks and not self._finished:
+                        cond.wait()
+                    self.wait_s += time.perf_counter() - t0
                 if self._chunks:
                     chunk = self._chunks.popleft()
                     wake = self._producer_waiting and len(self._chunks) <= HANDOFF_LOW_WATER
                     if wake:
                         self._producer_waiting = False
                 else:
+                    self.closed = self.closed or time.perf_counter()
                     break
             if wake and self._token is not None:
                 try:
@@ -115,7 +126,12 @@ class _Bridge:
     def statistics(self) -> PipelineStatistics:
         if self._items is None:
             return PipelineStatistics(())
-        return self._items.statistics()
+        # The consumer is this thread's loop, not the trio task feeding the hand-off.
+        return attrs.evolve(
+            self._items.statistics(),
+            elapsed_s=(self.closed or time.perf_counter()) - self.opened,
+            consumer_wait_s=self.wait_s,
+        )
 
     def raise_pending(self) -> None:
         """Raise the pipeline's error if it failed after the consumer stopped reading."""
@@ -155,6 +171,13 @@ class SyncItems(Iterator[T], Generic[T]):
         while the pipeline runs may be a few items apart between stages)."""
         return self._bridge.statistics()
 
+    def report(self) -> str:
+        """A short text naming the stage that limits throughput and why (see
+        ``Items.report()``), with the time this loop waited for items."""
+        from ._report import report
+
+        return report(self._bridge.statistics())
+
     def __iter__(self) -> Iterator[T]:  # noqa: PYI034
         # The flattening generator itself: no Python-level __next__ per item.
         return self._gen
@@ -180,4 +203,5 @@ def open_sync(specs: list[Spec]) -> Iterator[SyncItems[Any]]:
         bridge.close()
         raise
     bridge.close()
+    bridge.closed = bridge.closed or time.perf_counter()
     bridge.raise_pending()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._util import CHUNK_CAP
@@ -57,7 +58,7 @@ class TaskSpec(Spec):
 class Op(abc.ABC):
     """One inline operator, applied to whole chunks. Stateful; one per run."""
 
-    __slots__ = ("budget", "done", "emitted", "label", "seen", "weight")
+    __slots__ = ("budget", "busy_s", "done", "emitted", "label", "seen", "weight")
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -71,6 +72,8 @@ class Op(abc.ABC):
         self.weight = 1
         #: The ``on_error`` accounting, for operators that call user functions.
         self.budget: ErrorBudget | None = None
+        #: Seconds spent in this operator (timed per chunk by :class:`Fused`).
+        self.busy_s = 0.0
 
     @property
     def items_in(self) -> int:
@@ -105,11 +108,18 @@ class Fused:
         self.ops = ops
 
     def __call__(self, chunk: Chunk) -> Chunk:
+        if not self.ops:
+            return chunk
+        perf = time.perf_counter
+        t = perf()
         for op in self.ops:
             if not chunk:
                 return chunk
             chunk = op(chunk)
             op.emitted += len(chunk)
+            t1 = perf()
+            op.busy_s += t1 - t
+            t = t1
         return chunk
 
     def weight(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import attrs
@@ -29,11 +30,15 @@ class Prefetch(TaskSpec):
     ) -> None:
         outbox = Outbox(send, cap=max(1, self.n // fused.weight()))
         counters = ctx.counters(label)
+        counters.outbox = outbox
+        perf = time.perf_counter
         async with trio.open_nursery() as nursery:
             nursery.start_soon(outbox.run, nursery.cancel_scope)
             while not fused.done:
                 await outbox.wait_room()
+                t0 = perf()
                 chunk = await inbox.receive()
+                counters.wait_up_s += perf() - t0
                 if chunk is None:
                     break
                 counters.items_in += len(chunk)

@@ -64,6 +64,8 @@ class _Core:
         counters: StageCounters,
     ) -> None:
         self.counters = counters
+        counters.slots = slots
+        counters.outbox = outbox
         self.inbox = inbox
         self.fused = fused
         self.outbox = outbox
@@ -80,7 +82,6 @@ class _Core:
         self.next_unit = 0
         self.emit_unit = 0
         self.pending: dict[int, Chunk] = {}
-        self.in_flight = 0
         # Waking a parking lot costs ~2 us even when nobody waits: count who does.
         self.input_lot = trio.lowlevel.ParkingLot()
         self.input_waiters = 0
@@ -92,10 +93,12 @@ class _Core:
         while True:
             if self.ordered and self.next_unit - self.emit_unit >= self.window:
                 self.window_waiters += 1
+                t0 = self.counters.park()
                 try:
                     await self.window_lot.park()
                 finally:
                     self.window_waiters -= 1
+                    self.counters.unpark(t0)
                 continue
             left = len(self.chunk) - self.pos
             if left:
@@ -114,16 +117,21 @@ class _Core:
                 return None
             if self.fetching:
                 self.input_waiters += 1
+                t0 = self.counters.park()
                 try:
                     await self.input_lot.park()
                 finally:
                     self.input_waiters -= 1
+                    self.counters.unpark(t0)
                 continue
             self.fetching = True
+            t0 = self.counters.park()
             try:
                 chunk = await self.inbox.receive()
             finally:
                 self.fetching = False
+                self.counters.unpark(t0)
+                self.counters.wait_up_s += time.perf_counter() - t0
                 if self.input_waiters:
                     self.input_lot.unpark_all()
             if chunk is None:
@@ -154,18 +162,25 @@ class _Core:
 
     async def runner(self) -> None:
         outbox = self.outbox
+        counters = self.counters
         while True:
             if len(outbox) >= outbox.cap:
-                await outbox.wait_room()
+                t0 = counters.park()
+                try:
+                    await outbox.wait_room()
+                finally:
+                    counters.unpark(t0)
             work = await self._take()
             if work is None:
+                # Done: the slot counts as idle until the stage stops.
+                counters.park()
                 return
             unit, start, items = work
-            self.in_flight += len(items)
+            counters.in_flight += len(items)
             try:
                 results = await self.call(items, start)
             finally:
-                self.in_flight -= len(items)
+                counters.in_flight -= len(items)
             self._complete(unit, results)
 
     async def run(self, extra_tasks: tuple[Callable[[], Awaitable[Any]], ...] = ()) -> None:

@@ -41,6 +41,8 @@ class FromIterable(SourceSpec):
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Any]) -> None:
         label = ctx.label(0)
+        counters = ctx.counters(label)
+        counters.send_chan = send
         with send:
             try:
                 it = iter(self.iterable)
@@ -73,21 +75,29 @@ class FromIterable(SourceSpec):
                     n //= 2
                 ctx.count_source(len(raw))
                 if chunk:
+                    counters.sending = len(chunk)
+                    t1 = perf()
                     try:
                         await send.send(chunk)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         return
+                    finally:
+                        counters.wait_down_s += perf() - t1
+                        counters.last_sent, counters.sending = counters.sending, 0
                 else:
                     await trio.lowlevel.checkpoint()
                 if len(raw) < want or fused.done:
                     break
             tail = fused.flush()
+            t1 = perf()
             try:
                 if tail:
                     await send.send(tail)
                 await send.send(END)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            finally:
+                counters.wait_down_s += perf() - t1
 
 
 @attrs.frozen
@@ -116,6 +126,7 @@ class FromAsyncIterable(SourceSpec):
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Any]) -> None:
         label = ctx.label(0)
         outbox = Outbox(send, cap=fused.outbox_cap())
+        ctx.counters(label).outbox = outbox
         async with trio.open_nursery() as nursery:
             nursery.start_soon(outbox.run, nursery.cancel_scope)
             try:
