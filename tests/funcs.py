@@ -158,3 +158,11 @@ def image_or_odd(i: int) -> object:
     import numpy as np
 
     return np.full((4, 64, 64) if i != 9 else (4, 64, 65), i, dtype=np.float32)
+
+
+def noisy(item: tuple[int, int, int]) -> float:
+    """(epoch, index, x) -> x plus noise from snake.rng keyed by (seed=7, epoch, index)."""
+    import snake
+
+    epoch, index, x = item
+    return x + float(snake.rng(index, seed=7, epoch=epoch).random())

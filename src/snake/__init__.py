@@ -1,16 +1,24 @@
 """snake: structured-concurrency data loading for deep learning, on trio."""
 
 from . import kernels as kernels
+from ._epoch import current_epoch as current_epoch
+from ._epoch import rng as rng
 from ._errors import RemoteError as RemoteError
 from ._errors import WorkerCrashedError as WorkerCrashedError
+from ._ops.files import read_bytes as read_bytes
 from ._pool import WorkerPool as WorkerPool
 from ._pool import WorkerPoolStatistics as WorkerPoolStatistics
 from ._run import Items as Items
 from ._stats import PipelineStatistics as PipelineStatistics
 from ._stats import StageStatistics as StageStatistics
 from ._stream import Stream as Stream
+from ._stream import chain as chain
 from ._stream import from_async_iterable as from_async_iterable
+from ._stream import from_files as from_files
 from ._stream import from_iterable as from_iterable
+from ._stream import from_parquet as from_parquet
+from ._stream import mix as mix
+from ._stream import zip as zip
 from ._sync import SyncItems as SyncItems
 
 __version__ = "0.1.0"
@@ -25,7 +33,15 @@ __all__ = [
     "WorkerCrashedError",
     "WorkerPool",
     "WorkerPoolStatistics",
+    "chain",
+    "current_epoch",
     "from_async_iterable",
+    "from_files",
     "from_iterable",
+    "from_parquet",
     "kernels",
+    "mix",
+    "read_bytes",
+    "rng",
+    "zip",
 ]

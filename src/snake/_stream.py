@@ -6,6 +6,7 @@ Every method validates its arguments where the user calls it and returns a new
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
@@ -13,9 +14,12 @@ from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 import attrs
 
 from ._collate import check_buckets, check_collate, check_pad_value
+from ._epoch import check_seed
 from ._errors import ErrorMode, ErrorPolicy
 from ._ops.base import SourceSpec, Spec
 from ._ops.buffer import Prefetch
+from ._ops.combine import Chain, Mix, Repeat, Zip
+from ._ops.files import FromFiles, FromParquet, resolve_paths
 from ._ops.inline import (
     Batch,
     BucketByLength,
@@ -28,6 +32,7 @@ from ._ops.inline import (
     Skip,
     Take,
 )
+from ._ops.order import Shard, Shuffle, known_length, resolve_shard
 from ._ops.parallel import Backend, ParMap, ParThen
 from ._ops.source import FromAsyncIterable, FromIterable
 from ._pool import WorkerPool, WorkerType, check_worker_type, default_workers
@@ -300,6 +305,57 @@ class Stream(Generic[T]):
             )
         return Stream(self._specs[:-1] + (attrs.evolve(last, errors=ErrorPolicy(mode, max_errors)),))
 
+    # -- order, selection, epochs ----------------------------------------------------
+    def shuffle(self, buffer: int, /, *, seed: int | None = None) -> Stream[T]:
+        """Shuffle through a buffer of ``buffer`` items: each new item takes the place of a
+        random buffered one, which is emitted; the rest come out shuffled at the end.
+
+        The order depends only on ``seed`` and the input order (not on timing or chunk
+        sizes); inside ``repeat()`` the seed is combined with the epoch, so every epoch
+        is shuffled differently and reproducibly. ``seed=None`` draws fresh entropy on
+        every run. A buffer at least as long as the stream gives a uniform shuffle.
+        """
+        check_int("shuffle", "buffer", buffer, minimum=1)
+        return self._then(Shuffle(buffer, check_seed("shuffle", seed)))
+
+    def shard(
+        self, *, rank: int | None = None, world_size: int | None = None, equal: bool = False
+    ) -> Stream[T]:
+        """Keep this rank's share: the items whose index ``i`` has ``i % world_size == rank``.
+
+        ``rank`` and ``world_size`` default to the ``RANK`` and ``WORLD_SIZE`` environment
+        variables (as torchrun sets them), else to 0 and 1. Across the ranks every item
+        appears exactly once, provided every rank builds the same stream (shuffle with
+        the same ``seed`` on every rank). ``equal=True`` drops the last ``total %
+        world_size`` items so that every rank gets ``total // world_size`` (the same
+        number of steps in DDP); it needs the total before the stream runs, so the stream
+        must be sized: a ``range`` or a list, Parquet files (their footers are read now),
+        ``from_files``, and one-to-one stages after them, else a ``ValueError``.
+        """
+        r, w = resolve_shard(rank, world_size)
+        check_bool("shard", "equal", equal)
+        total = None
+        if equal:
+            total = known_length(self._specs)
+            if total is None:
+                raise ValueError(
+                    f"shard(equal=True) needs the number of items before it, and {self!r} has no "
+                    "known length (a sized source, then only one-to-one stages); use equal=False"
+                )
+        return self._then(Shard(r, w, total))
+
+    def repeat(self, epochs: int | None = None, /) -> Stream[T]:
+        """Run the stream so far ``epochs`` times (forever with ``None``), one epoch after another.
+
+        Each epoch opens the stages so far afresh, as a child pipeline inside this
+        stream's source task; ``snake.current_epoch()`` tells them the epoch (0, 1, ...),
+        and seeded ``shuffle``/``mix`` before ``repeat()`` reshuffle from ``(seed, epoch)``.
+        An endless repeat of an epoch with no items raises ``ValueError``.
+        """
+        if epochs is not None:
+            check_int("repeat", "epochs", epochs, minimum=0)
+        return Stream((Repeat(self._specs, epochs),))
+
     def prefetch(self, n: int, /) -> Stream[T]:
         """Keep up to ``n`` items ready ahead of the consumer."""
         return self._then(Prefetch(check_int("prefetch", "n", n, minimum=1)))
@@ -372,3 +428,101 @@ def from_async_iterable(source: AsyncIterable[T] | Callable[[], AsyncIterable[T]
 
 
 
+
+def _check_streams(method: str, streams: object) -> tuple[tuple[Spec, ...], ...]:
+    if isinstance(streams, Stream):
+        raise TypeError(f"{method}: pass a list of streams, not one Stream")
+    if not isinstance(streams, (list, tuple)):
+        raise TypeError(f"{method}: streams={streams!r} must be a list of streams")
+    if not streams:
+        raise ValueError(f"{method}: needs at least one stream")
+    for s in streams:
+        if not isinstance(s, Stream):
+            raise TypeError(f"{method}: {s!r} is not a snake.Stream")
+    return tuple(s._specs for s in streams)
+
+
+def chain(*streams: Stream[T]) -> Stream[T]:
+    """The items of each stream in turn: all of the first, then all of the second, ...
+
+    Each input runs as a child pipeline opened inside the chain's source task, one at
+    a time; an input's exception fails the chain with a note naming the input.
+    """
+    return Stream((Chain(_check_streams("chain", streams)),))
+
+
+def zip(*streams: Stream[Any]) -> Stream[tuple[Any, ...]]:
+    """Tuples of one item of each stream, until the shortest ends (like the builtin ``zip``).
+
+    The inputs run concurrently, as child pipelines inside the zip's source task.
+    """
+    return Stream((Zip(_check_streams("zip", streams)),))
+
+
+def mix(
+    streams: Sequence[Stream[T]], /, weights: Sequence[float] | None = None, *, seed: int | None = None
+) -> Stream[T]:
+    """Interleave streams at random: each item comes from stream ``i`` with probability
+    proportional to ``weights[i]`` (equal weights by default), until all are exhausted.
+
+    An exhausted stream drops out and the weights of the others renormalise. The
+    sequence of choices depends only on ``seed`` (and, inside ``repeat()``, the epoch);
+    ``seed=None`` draws fresh entropy on every run.
+    """
+    inputs = _check_streams("mix", streams)
+    if weights is None:
+        ws = (1.0,) * len(inputs)
+    else:
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"mix: weights={weights!r} must be a list of numbers")
+        if len(weights) != len(inputs):
+            raise ValueError(f"mix: weights={list(weights)!r} has {len(weights)} weights for {len(inputs)} streams")
+        for w in weights:
+            if isinstance(w, bool) or not isinstance(w, (int, float)):
+                raise TypeError(f"mix: weights={list(weights)!r} must be numbers")
+            if not (w > 0 and w < float("inf")):
+                raise ValueError(f"mix: weights={list(weights)!r} must all be > 0 and finite")
+        ws = tuple(float(w) for w in weights)
+    return Stream((Mix(inputs, ws, check_seed("mix", seed)),))
+
+
+def from_parquet(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    /,
+    *,
+    columns: Sequence[str] | None = None,
+    batch_rows: int = 1024,
+    rows: bool = True,
+    readers: int = 4,
+) -> Stream[Any]:
+    """The rows of Parquet files, as dicts (``rows=True``) or pyarrow ``RecordBatch``es of up
+    to ``batch_rows`` rows (``rows=False``).
+
+    ``paths`` is a path, a glob pattern (its matches, sorted: one that matches nothing
+    is a ``ValueError`` now) or a list of paths. Row groups are read in up to
+    ``readers`` threads at once and come out in file and row-group order; only the
+    ``columns`` asked for are read. Binary columns come through as ``bytes``. A missing
+    or unreadable file raises when the stream runs, with a note naming the file.
+    Needs pyarrow (imported when the stream runs).
+    """
+    resolved = resolve_paths("from_parquet", paths)
+    cols: tuple[str, ...] | None = None
+    if columns is not None:
+        if isinstance(columns, str) or not isinstance(columns, Sequence):
+            raise TypeError(f"from_parquet: columns={columns!r} must be a list of column names")
+        if not all(isinstance(c, str) for c in columns):
+            raise TypeError(f"from_parquet: columns={columns!r} must be a list of column names")
+        cols = tuple(columns)
+    check_int("from_parquet", "batch_rows", batch_rows, minimum=1)
+    check_bool("from_parquet", "rows", rows)
+    check_int("from_parquet", "readers", readers, minimum=1)
+    return Stream((FromParquet(resolved, cols, batch_rows, rows, readers),))
+
+
+def from_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], /) -> Stream[str]:
+    """The paths of files: the sorted matches of a glob pattern, or the given paths in order.
+
+    Read them with ``.par_then(snake.read_bytes, limit=...)`` to overlap the reads.
+    A pattern that matches nothing is a ``ValueError`` now.
+    """
+    return Stream((FromFiles(resolve_paths("from_files", paths)),))
