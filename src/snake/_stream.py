@@ -32,6 +32,7 @@ from ._ops.inline import (
     Skip,
     Take,
 )
+from ._ops.observe import Monitor, Progress, known_total
 from ._ops.order import Shard, Shuffle, known_length, resolve_shard
 from ._ops.parallel import Backend, ParMap, ParThen
 from ._ops.source import FromAsyncIterable, FromIterable
@@ -359,6 +360,39 @@ class Stream(Generic[T]):
     def prefetch(self, n: int, /) -> Stream[T]:
         """Keep up to ``n`` items ready ahead of the consumer."""
         return self._then(Prefetch(check_int("prefetch", "n", n, minimum=1)))
+
+    # -- observing ---------------------------------------------------------------------
+    def monitor(self, callback: Callable[[dict[str, float]], object], /, *, every: float = 10.0) -> Stream[T]:
+        """Call ``callback(metrics)`` about every ``every`` seconds with a flat dict of
+        floats about the items passing here: ``items``, ``items_per_s`` (since the last
+        call), ``elapsed_s``, and ``bytes``/``bytes_per_s`` when items are NumPy arrays
+        (or dicts/tuples of them). Fits ``wandb.log`` or ``mlflow.log_metrics``.
+
+        A pass-through inline stage: it runs in the task of the stage before it when a
+        chunk passes (no call while nothing passes), and once more at the end of the
+        stream. Keep ``callback`` quick; an exception from it fails the pipeline.
+        """
+        check_callable("monitor", callback, want_async=False)
+        if isinstance(every, bool) or not isinstance(every, (int, float)):
+            raise TypeError(f"monitor: every={every!r} must be a number of seconds")
+        if not every >= 0:
+            raise ValueError(f"monitor: every={every!r} must be >= 0")
+        return self._then(Monitor(callback, float(every)))
+
+    def progress(self, *, total: int | None = None, desc: str | None = None) -> Stream[T]:
+        """Show a tqdm progress bar of the items passing here (tqdm is optional: without
+        it, a log line every 5 s on the ``snake.progress`` logger).
+
+        ``total`` defaults to the stream's length when it is known before running (a
+        sized source and one-to-one stages after it). A pass-through inline stage.
+        """
+        if total is None:
+            total = known_total(self._specs)
+        else:
+            check_int("progress", "total", total, minimum=0)
+        if desc is not None and not isinstance(desc, str):
+            raise TypeError(f"progress: desc={desc!r} must be a str or None")
+        return self._then(Progress(total, desc))
 
     # -- running ---------------------------------------------------------------------
     def open(self) -> AbstractAsyncContextManager[Items[T]]:
