@@ -52,6 +52,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "between epochs: WorkerPoolStatistics(idle_workers=2, running_workers=0)",
         "after the block: WorkerPoolStatistics(idle_workers=0, running_workers=0)",
     ),
+    "datasets.py": (
+        "epoch 2: mean loss ",
+        "96 steps; loss went down: True",
+    ),
     "batching.py": (
         "(32, 3, 8, 8) uint8 [0 1 2 3] ['example 0', 'example 1']",
         "(4, 3, 8, 8) uint8 [6 7 8 9] ['example 96', 'example 97']",
