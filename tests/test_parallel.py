@@ -19,7 +19,8 @@ from snake import _shm
 
 
 def shm_entries() -> set[str]:
-    return {n for n in os.listdir(_shm.SHM_DIR) if n.startswith("snake-")}
+    """This process's shared-memory files (other test runs may share /dev/shm)."""
+    return {n for n in os.listdir(_shm.SHM_DIR) if n.startswith(f"snake-{os.getpid()}-")}
 
 
 @pytest.fixture
