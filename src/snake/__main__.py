@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="process: pure-Python fib in worker processes; thread: the Rust kernel in threads",
     )
     demo.set_defaults(func=_demo)
+    from ._cli_run import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
