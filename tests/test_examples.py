@@ -27,6 +27,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     # fib(20), fib(21), fib(22): the first three items, in input order.
     "seed.py": ("6765\n10946\n17711\n",),
     "sync_loop.py": ("trained on 128 batches of shape (32, 64)",),
+    "bottleneck.py": ("snake report: 50 items in ", "bottleneck: #2 par_map(decode, workers=2): workers busy"),
     "errors.py": (
         "caught ValueError: invalid literal for int() with base 10: 'forty'",
         "  note: snake: raised in stage #1 map(parse) on item index 3",
