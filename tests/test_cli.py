@@ -40,7 +40,9 @@ def test_help_and_bad_arguments() -> None:
     assert proc.returncode == 2 and "0 must be >= 1" in proc.stderr
 
 
-@pytest.mark.parametrize("script", ["overhead.py", "seed.py", "arrays.py", "small_items.py", "collate.py"])
+@pytest.mark.parametrize(
+    "script", ["overhead.py", "seed.py", "arrays.py", "small_items.py", "collate.py", "parquet.py"]
+)
 def test_benchmark_runs(script: str, tmp_path: object) -> None:
     out_json = os.path.join(str(tmp_path), "r.json")
     proc = run(os.path.join("bench", script), "--quick", "--json", out_json)
