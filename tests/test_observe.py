@@ -66,6 +66,14 @@ def test_progress_knows_the_total_when_it_can() -> None:
     assert repr(snake.from_iterable(range(10)).map(str).take(4).progress()).endswith(".progress(total=4)")
     assert repr(snake.from_iterable(range(10)).filter(bool).progress()).endswith(".progress()")
     assert repr(snake.from_iterable(iter([1])).progress(desc="x")).endswith(".progress(desc='x')")
+    # The same sizing as shard(equal=True): other sized sources, shuffle, shard, monitor.
+    sized = snake.chain(snake.from_files(["a", "b", "c"]), snake.from_iterable(range(5))).shuffle(4)
+    assert repr(sized.shard(rank=0, world_size=2).monitor(print).progress()).endswith(".progress(total=4)")
+    assert repr(snake.from_iterable(range(3)).progress().shard(rank=0, world_size=1, equal=True)).endswith(
+        "shard(rank=0, world_size=1, equal=True)"
+    )
+    # A source that cannot be sized (a missing Parquet file) gives no total, not an error.
+    assert repr(snake.from_parquet("/nonexistent/x.parquet").progress()).endswith(".progress()")
 
 
 def test_progress_draws_a_tqdm_bar(capsys: pytest.CaptureFixture[str]) -> None:

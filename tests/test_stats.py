@@ -178,3 +178,55 @@ def test_report_before_anything_ran_is_text() -> None:
     with snake.from_iterable([]).open_sync() as items:
         assert list(items) == []
         assert items.report().startswith("snake report: 0 items")
+
+
+def test_report_names_a_slow_chain_source() -> None:
+    # The inputs' work happens in their child pipelines, inside the chain's task: one row.
+    halves = [snake.from_iterable(range(k, 100, 2)).map(spin) for k in range(2)]
+    with snake.chain(*halves).par_then(ident, limit=8).open_sync() as items:
+        assert len(list(items)) == 100
+        stats = items.statistics()
+        line = bottleneck_line(items.report())
+    source = stats.stage(0)
+    assert line.startswith("bottleneck: #0 chain("), line
+    assert source.busy_s > 0.5 * stats.elapsed_s, source
+
+
+def _files_source(tmp_path: Any) -> snake.Stream[Any]:
+    return snake.from_files([str(tmp_path / f"f{i}") for i in range(300)])
+
+
+def _parquet_source(tmp_path: Any) -> snake.Stream[Any]:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"id": list(range(300))}), path, row_group_size=20)
+    return snake.from_parquet(str(path))
+
+
+def _chain_source(tmp_path: Any) -> snake.Stream[Any]:
+    return snake.chain(snake.from_iterable(range(150)), snake.from_iterable(range(150)))
+
+
+def _mix_source(tmp_path: Any) -> snake.Stream[Any]:
+    return snake.mix([snake.from_iterable(range(150)), snake.from_iterable(range(150))], seed=0)
+
+
+def _repeat_source(tmp_path: Any) -> snake.Stream[Any]:
+    return snake.from_iterable(range(100)).repeat(3)
+
+
+@pytest.mark.parametrize("make", [_files_source, _parquet_source, _chain_source, _mix_source, _repeat_source])
+def test_a_fast_source_times_its_sends_and_is_not_the_bottleneck(make: Any, tmp_path: Any) -> None:
+    # Each source times its sends: blocked behind a slow par_map, it waits downstream
+    # most of its life, works some of it, and the report names the par_map.
+    with make(tmp_path).par_map(spin, workers=2, backend="thread").open_sync() as items:
+        assert len(list(items)) == 300
+        stats = items.statistics()
+        line = bottleneck_line(items.report())
+    source = stats.stage(0)
+    assert line.startswith("bottleneck: #1 par_map(spin, workers=2"), line
+    assert source.busy_s > 0, source
+    assert source.wait_downstream_s > 0.5 * source.elapsed_s, source
+    assert source.busy_s < 0.5 * source.elapsed_s, source
+    assert source.buffered >= 0

@@ -118,10 +118,6 @@ class StageCounters:
             # Runners parked now (or when the stage stopped) count up to then.
             idle = self.idle_slot_s + self.parked * (self.stopped or now) - self.parked_since
             return max(0.0, elapsed - idle / self.slots)
-        if self.outbox is None and self.send_chan is None:
-            # A stage that does not time its sends: its waits, and so its busy
-            # time, are unknown. 0 keeps the report from naming it.
-            return 0.0
         return max(0.0, elapsed - self.wait_up_s - self.wait_down(now))
 
     def buffered(self) -> int:
@@ -159,7 +155,7 @@ class StageStatistics:
     elapsed_s: float = 0.0
     #: Seconds the stage spent working: for ``par_then``/``par_map``, the busy
     #: slot-seconds divided by the slots; for an inline stage, the time in its function;
-    #: 0 for a source that does not time its waits (the sources made of other streams).
+    #: for ``chain``/``zip``/``mix``/``repeat``, their child pipelines' time included.
     busy_s: float = 0.0
     #: Seconds the stage waited for the stage before it to deliver items.
     wait_upstream_s: float = 0.0

@@ -32,8 +32,9 @@ from ._ops.inline import (
     Skip,
     Take,
 )
-from ._ops.observe import Monitor, Progress, known_total
-from ._ops.order import Shard, Shuffle, known_length, resolve_shard
+from ._ops.length import known_length
+from ._ops.observe import Monitor, Progress
+from ._ops.order import Shard, Shuffle, resolve_shard
 from ._ops.parallel import Backend, ParMap, ParThen
 from ._ops.source import FromAsyncIterable, FromIterable
 from ._pool import WorkerPool, WorkerType, check_worker_type, default_workers
@@ -384,10 +385,16 @@ class Stream(Generic[T]):
         it, a log line every 5 s on the ``snake.progress`` logger).
 
         ``total`` defaults to the stream's length when it is known before running (a
-        sized source and one-to-one stages after it). A pass-through inline stage.
+        sized source and one-to-one stages after it, as for ``shard(equal=True)``; none
+        if sizing fails). A pass-through inline stage.
         """
         if total is None:
-            total = known_total(self._specs)
+            try:
+                total = known_length(self._specs)
+            except Exception:
+                # Sizing read a file that failed (missing, not Parquet): no total here;
+                # running the stream reports the error where it belongs.
+                total = None
         else:
             check_int("progress", "total", total, minimum=0)
         if desc is not None and not isinstance(desc, str):

@@ -21,7 +21,8 @@ import trio
 
 from .._chan import END
 from .._epoch import EPOCH, epoch_generator
-from .base import Chunk, Fused, SourceSpec, Spec
+from .base import Chunk, Fused, SourceSpec, Spec, timed_send
+from .length import known_length
 
 if TYPE_CHECKING:
     from .._run import Context, Items
@@ -46,14 +47,20 @@ async def _open_child(specs: Specs, note: str) -> AsyncIterator[Items[Any]]:
 
 
 class _Sink:
-    """The source's output: fused stages, then the channel; knows when to stop."""
+    """The source's output: fused stages, then the channel; knows when to stop.
 
-    __slots__ = ("ctx", "fused", "send", "stopped")
+    Its sends are timed (``wait_downstream_s``); the rest of the source's time, the
+    child pipelines' included, is its busy time: they are its one row.
+    """
+
+    __slots__ = ("counters", "ctx", "fused", "send", "stopped")
 
     def __init__(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
         self.ctx = ctx
         self.fused = fused
         self.send = send
+        self.counters = ctx.counters(ctx.label(0))
+        self.counters.send_chan = send
         #: True once the downstream is gone or needs no more items (a take()).
         self.stopped = fused.done
 
@@ -64,11 +71,23 @@ class _Sink:
         out = self.fused(chunk)
         if out:
             try:
-                await self.send.send(out)
+                await self._send(out)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.stopped = True
         if self.fused.done:
             self.stopped = True
+
+    async def _send(self, out: Chunk) -> None:
+        # Only a send that blocks is a wait on downstream. The yield after one that
+        # did not is busy time: the loop runs this source's own inputs there, and
+        # timing it as a wait would hide a slow input behind a fast consumer.
+        try:
+            self.send.send_nowait(out)
+        except trio.WouldBlock:
+            await timed_send(self.counters, self.send, out)
+        else:
+            self.counters.last_sent = len(out)
+            await trio.lowlevel.checkpoint()
 
     async def forward(self, items: Items[Any]) -> int:
         """Move every item of ``items`` on; returns how many (stops early if stopped)."""
@@ -87,8 +106,8 @@ class _Sink:
         try:
             tail = self.fused.flush()
             if tail:
-                await self.send.send(tail)
-            await self.send.send(END)
+                await timed_send(self.counters, self.send, tail)
+            await timed_send(self.counters, self.send, END)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
@@ -102,8 +121,6 @@ class Repeat(SourceSpec):
         return f"{_chain_repr(self.inner)}.repeat({'' if self.epochs is None else self.epochs})"
 
     def length(self) -> int | None:
-        from .order import known_length
-
         if self.epochs is None:
             return None
         n = known_length(self.inner)
@@ -143,8 +160,6 @@ class Chain(SourceSpec):
         return f"chain({_inputs_repr(self.inputs)})"
 
     def length(self) -> int | None:
-        from .order import known_length
-
         total = 0
         for specs in self.inputs:
             n = known_length(specs)
@@ -172,8 +187,6 @@ class Zip(SourceSpec):
         return f"zip({_inputs_repr(self.inputs)})"
 
     def length(self) -> int | None:
-        from .order import known_length
-
         ns = [known_length(specs) for specs in self.inputs]
         if any(n is None for n in ns):
             return None

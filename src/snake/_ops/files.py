@@ -15,7 +15,7 @@ import trio
 
 from .._chan import END
 from .._util import CHUNK_CAP, add_note
-from .base import Chunk, Fused, SourceSpec
+from .base import Chunk, Fused, SourceSpec, timed_send
 
 if TYPE_CHECKING:
     from .._run import Context
@@ -161,6 +161,8 @@ class FromParquet(SourceSpec):
                         nursery.start_soon(read, md, path, group, done, box)
                         await slots_send.send((done, box))
 
+        counters = ctx.counters(label)
+        counters.send_chan = send
         with send:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(launch, nursery)
@@ -171,8 +173,8 @@ class FromParquet(SourceSpec):
             try:
                 tail = fused.flush()
                 if tail:
-                    await send.send(tail)
-                await send.send(END)
+                    await timed_send(counters, send, tail)
+                await timed_send(counters, send, END)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
 
@@ -185,6 +187,7 @@ class FromParquet(SourceSpec):
         limiter: trio.Semaphore,
     ) -> bool:
         """Send the row groups in order; True if the downstream went away."""
+        counters = ctx.counters(ctx.label(0))
         with slots:
             async for done, box in slots:
                 if fused.done:
@@ -198,7 +201,7 @@ class FromParquet(SourceSpec):
                     chunk = fused(raw)
                     if chunk:
                         try:
-                            await send.send(chunk)
+                            await timed_send(counters, send, chunk)
                         except (trio.BrokenResourceError, trio.ClosedResourceError):
                             return True
                     if fused.done:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from .._util import add_note, describe_callable
-from .base import Chunk, InlineSpec, Op, SourceSpec, Spec
+from .base import Chunk, InlineSpec, Op
 
 Metrics = dict[str, float]
 
@@ -182,29 +182,3 @@ class Progress(InlineSpec):
 
     def make(self, label: str) -> Op:
         return _ProgressOp(label, self.total, self.desc)
-
-
-def known_total(specs: Sequence[Spec]) -> int | None:
-    """Items ``specs`` produce, when a sized source and one-to-one stages make it known."""
-    from .buffer import Prefetch
-    from .inline import Enumerate, Map, Skip, Take
-    from .parallel import ParMap, ParThen
-    from .source import FromIterable
-
-    n: int | None = None
-    for i, spec in enumerate(specs):
-        if i == 0:
-            if not isinstance(spec, FromIterable) or not hasattr(spec.iterable, "__len__"):
-                return None
-            assert isinstance(spec, SourceSpec)
-            n = len(spec.iterable)  # type: ignore[arg-type]
-        elif isinstance(spec, (Map, ParMap, ParThen)):
-            if spec.errors.mode != "raise":
-                return None
-        elif isinstance(spec, Take):
-            n = min(n, spec.n) if n is not None else None
-        elif isinstance(spec, Skip):
-            n = max(0, n - spec.n) if n is not None else None
-        elif not isinstance(spec, (Enumerate, Prefetch, Monitor, Progress)):
-            return None
-    return n

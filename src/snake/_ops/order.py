@@ -6,14 +6,12 @@ Both are inline operators, fused into the task of the stage before them.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
 
 import attrs
 import numpy as np
 
 from .._epoch import EPOCH, epoch_generator
-from .base import Chunk, InlineSpec, Op, SourceSpec, Spec
+from .base import Chunk, InlineSpec, Op
 
 
 class _ShuffleOp(Op):
@@ -146,53 +144,3 @@ def resolve_shard(rank: object, world_size: object) -> tuple[int, int]:
     if not 0 <= r < w:
         raise ValueError(f"shard: rank={r!r} must be in range(world_size={w})")
     return r, w
-
-
-def known_length(specs: Sequence[Spec]) -> int | None:
-    """How many items ``specs`` produce, if that is known before running them; else None.
-
-    Sized sources (a ``range``, a list, Parquet files, ...) know their count, and
-    one-to-one stages (map, par_map, shuffle, ...) keep it; ``filter``, ``flat_map``,
-    ``batch`` and ``on_error("skip")`` make it unknown.
-    """
-    from .buffer import Prefetch
-    from .inline import Enumerate, Map, Skip, Take
-    from .parallel import ParMap, ParThen
-
-    n: int | None = None
-    for i, spec in enumerate(specs):
-        if i == 0:
-            assert isinstance(spec, SourceSpec)
-            n = source_length(spec)
-        elif isinstance(spec, (Map, ParMap, ParThen)):
-            if getattr(spec, "errors", None) is not None and spec.errors.mode != "raise":
-                return None
-        elif isinstance(spec, Take):
-            n = None if n is None else min(n, spec.n)
-        elif isinstance(spec, Skip):
-            n = None if n is None else max(0, n - spec.n)
-        elif isinstance(spec, Shard):
-            if n is not None:
-                stop = n if spec.total is None else n // spec.world_size * spec.world_size
-                n = len(range(spec.rank, stop, spec.world_size))
-        elif not isinstance(spec, (Enumerate, Shuffle, Prefetch)):
-            return None
-        if n is None:
-            return None
-    return n
-
-
-def source_length(spec: SourceSpec) -> int | None:
-    from .source import FromIterable
-
-    if isinstance(spec, FromIterable):
-        try:
-            return len(spec.iterable)  # type: ignore[arg-type]
-        except Exception:
-            return None
-    length: Any = getattr(spec, "length", None)
-    if length is None:
-        return None
-    result = length()
-    assert result is None or isinstance(result, int)
-    return result
