@@ -153,10 +153,13 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def bench_dir() -> Path | None:
-    """``bench/`` of the source checkout this snake runs from, if there is one."""
-    root = Path(__file__).resolve().parents[2]
-    bench = root / "bench"
-    return bench if (bench / "_common.py").is_file() else None
+    """``bench/`` of a source checkout: the current directory's (the repository root, as
+    the README's commands run), else the one this snake is installed from (editable)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        bench = root / "bench"
+        if (bench / "_common.py").is_file():
+            return bench
+    return None
 
 
 _RATIO = re.compile(r"\(floor .*\) (OK|BELOW FLOOR)$")
@@ -166,8 +169,8 @@ def bench_command(args: argparse.Namespace) -> int:
     bench = bench_dir()
     if bench is None:
         print(
-            "snake bench: needs a source checkout of snake (bench/ next to src/); "
-            f"none found next to {Path(__file__).resolve().parents[1]}",
+            "snake bench: needs a source checkout of snake: run it from the repository root "
+            f"(no bench/ in {Path.cwd()} nor next to {Path(__file__).resolve().parents[1]})",
             file=sys.stderr,
         )
         return 2
@@ -219,8 +222,9 @@ def add_parsers(sub: Any) -> None:
         "bench",
         help="run the benchmarks of a source checkout (bench/*.py) and print their ratio lines",
         description=(
-            "Run bench/*.py from the source checkout snake is installed from (an editable "
-            "install; a wheel has no bench/) and print each one's ratio lines against its floor."
+            "Run bench/*.py of a source checkout (the current directory's, else the one snake "
+            "is installed from in editable mode; a wheel has no bench/) and print each one's "
+            "ratio lines against its floor."
         ),
     )
     bench.add_argument("names", nargs="*", help="benchmarks to run (default: all), e.g. overhead seed")
