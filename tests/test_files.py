@@ -13,7 +13,7 @@ from conftest import run_async, run_sync
 import snake
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow is in the test extra")
-pq = pytest.importorskip("pyarrow.parquet")
+pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is in the test extra")
 
 
 def _write(path: Path, start: int, n: int, row_group_size: int = 7) -> None:

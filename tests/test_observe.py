@@ -77,7 +77,7 @@ def test_progress_knows_the_total_when_it_can() -> None:
 
 
 def test_progress_draws_a_tqdm_bar(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("tqdm")
+    pytest.importorskip("tqdm", reason="tqdm is optional for users; the test extra installs it")
     assert snake.from_iterable(range(50)).progress(desc="load").to_list() == list(range(50))
     err = capsys.readouterr().err
     assert "load" in err and "50/50" in err

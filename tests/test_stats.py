@@ -197,8 +197,8 @@ def _files_source(tmp_path: Any) -> snake.Stream[Any]:
 
 
 def _parquet_source(tmp_path: Any) -> snake.Stream[Any]:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow", reason="pyarrow is optional for users; the test extra installs it")
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is optional for users; the test extra installs it")
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table({"id": list(range(300))}), path, row_group_size=20)
     return snake.from_parquet(str(path))

@@ -10,6 +10,7 @@ triggers nothing until its next chunk.
 
 from __future__ import annotations
 
+import abc
 import logging
 import time
 from collections.abc import Callable
@@ -90,8 +91,9 @@ class _Meter(Op):
             raise
         self.last, self.last_items, self.last_bytes = now, self.seen, self.bytes
 
+    @abc.abstractmethod
     def fire(self, now: float, final: bool) -> None:
-        raise NotImplementedError
+        """Report the metrics (the monitor's callback, or the progress bar)."""
 
 
 class _MonitorOp(_Meter):
