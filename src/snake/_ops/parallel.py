@@ -47,6 +47,30 @@ _PROCESS_CALL_S = 0.020
 _THREAD_CALL_S = 0.002
 
 
+class _Waiters:
+    """A parking lot that knows whether anyone waits: waking an empty lot costs ~2 us."""
+
+    __slots__ = ("count", "lot")
+
+    def __init__(self) -> None:
+        self.lot = trio.lowlevel.ParkingLot()
+        self.count = 0
+
+    async def park(self, counters: StageCounters) -> None:
+        """Wait for :meth:`wake`; the time counts as the stage's runners parked."""
+        self.count += 1
+        t0 = counters.park()
+        try:
+            await self.lot.park()
+        finally:
+            self.count -= 1
+            counters.unpark(t0)
+
+    def wake(self) -> None:
+        if self.count:
+            self.lot.unpark_all()
+
+
 class _Core:
     """Runner tasks, input slicing, the reorder window and the emission of results."""
 
@@ -82,23 +106,16 @@ class _Core:
         self.next_unit = 0
         self.emit_unit = 0
         self.pending: dict[int, Chunk] = {}
-        # Waking a parking lot costs ~2 us even when nobody waits: count who does.
-        self.input_lot = trio.lowlevel.ParkingLot()
-        self.input_waiters = 0
-        self.window_lot = trio.lowlevel.ParkingLot()
-        self.window_waiters = 0
+        #: Runners waiting for the input chunk another runner is fetching.
+        self.input_wait = _Waiters()
+        #: Runners waiting for the ordered window to move.
+        self.window_wait = _Waiters()
         self.stop = trio.CancelScope()
 
     async def _take(self) -> tuple[int, int, Chunk] | None:
         while True:
             if self.ordered and self.next_unit - self.emit_unit >= self.window:
-                self.window_waiters += 1
-                t0 = self.counters.park()
-                try:
-                    await self.window_lot.park()
-                finally:
-                    self.window_waiters -= 1
-                    self.counters.unpark(t0)
+                await self.window_wait.park(self.counters)
                 continue
             left = len(self.chunk) - self.pos
             if left:
@@ -116,13 +133,7 @@ class _Core:
             if self.eof:
                 return None
             if self.fetching:
-                self.input_waiters += 1
-                t0 = self.counters.park()
-                try:
-                    await self.input_lot.park()
-                finally:
-                    self.input_waiters -= 1
-                    self.counters.unpark(t0)
+                await self.input_wait.park(self.counters)
                 continue
             self.fetching = True
             t0 = self.counters.park()
@@ -132,8 +143,7 @@ class _Core:
                 self.fetching = False
                 self.counters.unpark(t0)
                 self.counters.wait_up_s += time.perf_counter() - t0
-                if self.input_waiters:
-                    self.input_lot.unpark_all()
+                self.input_wait.wake()
             if chunk is None:
                 self.eof = True
             else:
@@ -154,8 +164,7 @@ class _Core:
                 results = results + more if results else more
                 unit += 1
             self.emit_unit = unit
-            if self.window_waiters:
-                self.window_lot.unpark_all()
+            self.window_wait.wake()
         self.outbox.put(self.fused(results))
         if self.fused.done:
             self.stop.cancel()
