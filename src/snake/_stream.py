@@ -362,6 +362,30 @@ class Stream(Generic[T]):
         """Keep up to ``n`` items ready ahead of the consumer."""
         return self._then(Prefetch(check_int("prefetch", "n", n, minimum=1)))
 
+    # -- handing over -----------------------------------------------------------------
+    def to_torch(self, *, device: Any = None, pin_memory: bool = False) -> Stream[Any]:
+        """Turn the NumPy arrays in every item (walking dicts, lists and tuples) into
+        torch tensors with ``torch.from_numpy``: no copy, the tensor shares the
+        array's memory. A batch buffer from snake's pool is not reused while a
+        tensor made from it is alive. Read-only arrays are copied; arrays of strings
+        or objects, and anything else, pass through unchanged.
+
+        ``pin_memory=True`` copies tensors into page-locked memory and ``device``
+        (``"cuda"``, ``"cuda:1"``, a ``torch.device``) moves them there; both run in
+        a thread stage, off the event loop, and the copy from pinned memory is
+        asynchronous (``non_blocking=True``). torch is optional: it is imported
+        here, not by ``import snake``; without it this raises ``ImportError``.
+        """
+        from ._ops.tensors import ToTensors, ToTorchInline, ToTorchThread, check_device, import_torch
+
+        torch = import_torch()
+        check_bool("to_torch", "pin_memory", pin_memory)
+        dev = check_device(torch, device, pin_memory)
+        fn = ToTensors(dev, pin_memory)
+        if dev is None and not pin_memory:
+            return self._then(ToTorchInline(fn))
+        return self._then(ToTorchThread(fn, 1, "thread"))
+
     # -- observing ---------------------------------------------------------------------
     def monitor(self, callback: Callable[[dict[str, float]], object], /, *, every: float = 10.0) -> Stream[T]:
         """Call ``callback(metrics)`` about every ``every`` seconds with a flat dict of
