@@ -153,7 +153,7 @@ class SlotBatcher(Op):
                     )
                     add_note(err, self.label, i)
                     raise err
-                row = np.ndarray(shape, dtype=dtype, buffer=self._slab(b).owner, offset=k * nbytes)
+                row: np.ndarray[Any, Any] = np.ndarray(shape, dtype=dtype, buffer=self._slab(b).owner, offset=k * nbytes)
                 np.copyto(row, r)
                 del row
             self.index = i + 1
