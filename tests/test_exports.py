@@ -6,15 +6,21 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import snake
 import snake.kernels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: Submodules imported on demand (``import snake.aio``): not in ``__all__``, and not
+#: imported by ``import snake``; once imported they are attributes of the package.
+ON_DEMAND_SUBMODULES = {"aio"}
+
 
 def test_all_is_sorted_and_complete() -> None:
     assert snake.__all__ == sorted(snake.__all__)
-    public = {n for n in dir(snake) if not n.startswith("_")}
+    public = {n for n in dir(snake) if not n.startswith("_")} - ON_DEMAND_SUBMODULES
     assert public == set(snake.__all__)
     for name in snake.__all__:
         assert getattr(snake, name) is not None
@@ -33,6 +39,16 @@ def test_importing_snake_does_not_import_optional_dependencies() -> None:
     code = "import sys, snake; print(sorted(m for m in ('torch', 'pyarrow', 'ray', 'trio_parallel') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", sorted(ON_DEMAND_SUBMODULES))
+def test_on_demand_submodules_are_not_imported_by_import_snake(name: str) -> None:
+    code = f"import sys, snake; print('snake.{name}' in sys.modules, hasattr(snake, '{name}'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
+    code = f"import snake.{name}; print(sorted(snake.{name}.__all__) == snake.{name}.__all__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
 
 
 def test_package_is_typed() -> None:
