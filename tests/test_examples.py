@@ -71,6 +71,18 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 NEEDS_TORCH = {"torch_loop.py"}
 EXPECTED["torch_loop.py"] = ("64 steps of Tensor (64, 3, 16, 16)", "loss went down: True")
 
+#: Command-line arguments for examples that need some: a server checks itself, then exits.
+ARGS: dict[str, tuple[str, ...]] = {"web_service.py": ("--self-test",)}
+EXPECTED["web_service.py"] = (
+    "/stream: 500 lines, as expected: True",
+    "/stream.bin: frames (32, 3, 32, 32) x3 + (4, 3, 32, 32), as expected: True",
+    "/preprocess: 60 x 256 features, as expected: True",
+    "/stream?n=ten: 400 n='ten' must be an integer",
+    "snake tasks 0, snake threads 0",
+    "pool survived: same workers True, {'idle_workers': 2, 'running_workers': 0}",
+    "stopped; worker processes left: 0",
+)
+
 MARKER = re.compile(r"^<!-- example: (?P<path>\S+) -->$")
 
 
@@ -86,7 +98,7 @@ def test_example_runs(name: str) -> None:
     if name in NEEDS_TORCH and importlib.util.find_spec("torch") is None:
         pytest.skip(f"examples/{name} needs torch, which is optional and not installed here")
     proc = subprocess.run(
-        [sys.executable, str(Path("examples") / name)],
+        [sys.executable, str(Path("examples") / name), *ARGS.get(name, ())],
         check=False,
         cwd=ROOT,
         capture_output=True,
