@@ -8,14 +8,14 @@ import time
 import funcs
 import pytest
 import trio
-from conftest import Resources, count_tasks
+from conftest import count_tasks
 
 import snake
+from snake.testing import assert_no_leaks
 
 
 @pytest.mark.parametrize("how", ["cancel_scope", "break", "exception"])
 def test_in_flight_process_work_is_abandoned_promptly(how: str) -> None:
-    res = Resources()
     # Every item sleeps 60 s in a worker process: only killing the workers can stop it.
     stream = snake.from_iterable(itertools.count()).par_map(funcs.sleep_long, workers=2)
 
@@ -43,33 +43,31 @@ def test_in_flight_process_work_is_abandoned_promptly(how: str) -> None:
         assert count_tasks() == before
         return time.monotonic() - stop_at
 
-    assert trio.run(main) < 1.0
-    res.check(within=1.0)
+    with assert_no_leaks(grace=1.0):
+        assert trio.run(main) < 1.0
 
 
 def test_closing_open_sync_with_work_in_workers_returns_within_a_second() -> None:
-    res = Resources()
     stream = snake.from_iterable([0.0, 0.0] + [60.0] * 10).par_map(funcs.sleep_then_return, workers=2)
-    with stream.open_sync() as items:
-        assert next(items) == 0.0
-        t0 = time.monotonic()
-    assert time.monotonic() - t0 < 1.0
-    res.check(within=1.0)
+    with assert_no_leaks(grace=1.0):
+        with stream.open_sync() as items:
+            assert next(items) == 0.0
+            t0 = time.monotonic()
+        assert time.monotonic() - t0 < 1.0
 
 
 def test_thread_backend_cancels_after_the_unit_in_flight() -> None:
-    res = Resources()
     stream = snake.from_iterable([0.0] * 4 + [0.3] * 100).par_map(
         funcs.sleep_then_return, workers=2, backend="thread"
     )
     t0 = time.monotonic()
-    for i, _ in enumerate(stream):
-        if i == 3:
-            t0 = time.monotonic()
-            break
-    # Threads cannot be killed: cancellation waits for the short unit in flight.
-    assert time.monotonic() - t0 < 1.0
-    res.check(within=1.0)
+    with assert_no_leaks(grace=1.0):
+        for i, _ in enumerate(stream):
+            if i == 3:
+                t0 = time.monotonic()
+                break
+        # Threads cannot be killed: cancellation waits for the short unit in flight.
+        assert time.monotonic() - t0 < 1.0
 
 
 async def test_cancel_scope_around_open_in_a_trio_program() -> None:
@@ -77,13 +75,12 @@ async def test_cancel_scope_around_open_in_a_trio_program() -> None:
         await trio.sleep_forever()
         return x  # pragma: no cover
 
-    before = count_tasks()
-    with trio.move_on_after(0.2) as scope:
-        async with snake.from_iterable(itertools.count()).par_then(forever, limit=10).open() as items:
-            async for _ in items:
-                pass  # pragma: no cover
+    async with assert_no_leaks():
+        with trio.move_on_after(0.2) as scope:
+            async with snake.from_iterable(itertools.count()).par_then(forever, limit=10).open() as items:
+                async for _ in items:
+                    pass  # pragma: no cover
     assert scope.cancelled_caught
-    assert count_tasks() == before
 
 
 async def test_aclose_stops_the_upstream() -> None:

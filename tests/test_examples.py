@@ -40,6 +40,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "sync break: stopped at 100",
         "worker processes left: 0",
     ),
+    # A user's pytest file for snake.testing: run as a script, it runs pytest on itself.
+    "test_user_pipeline.py": ("8 passed",),
     "failures.py": (
         ("WorkerCrashedError: a worker process of stage #1 par_map(decode, workers=2) "
         "died while running item index 3\n"),

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Submodules imported on demand (``import snake.aio``): not in ``__all__``, and not
 #: imported by ``import snake``; once imported they are attributes of the package.
-ON_DEMAND_SUBMODULES = {"aio"}
+ON_DEMAND_SUBMODULES = {"aio", "testing"}
 
 
 def test_all_is_sorted_and_complete() -> None:

@@ -1,114 +1,30 @@
 """Laws every pipeline obeys, checked by Hypothesis over random stage chains.
 
+snake checks itself with the tools it ships to users (``snake.testing``):
+
 - ordered ``par_then`` / ``par_map`` equal the sequential ``map``;
 - unordered ones deliver the same multiset;
 - every item arrives exactly once;
 - ``take(k)`` and ``break`` release every task, thread and worker process;
-- ``open()`` and ``open_sync()`` give the same results.
+- ``open()``, ``open_sync()``, ``collect()`` and ``for`` give the same results.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import funcs
 import trio
-from conftest import Resources, count_tasks, run_async, run_sync
+from conftest import run_async, run_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import snake
+from snake.testing import Pipeline, assert_no_leaks, check_stage, pipelines
 
-Op = tuple[Any, ...]
-
-LAW_SETTINGS = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-
-# Ops that keep items as ints: (name, *args). Each has a sequential reference below.
-int_ops = st.one_of(
-    st.tuples(st.just("map"), st.sampled_from(["inc", "double"])),
-    st.tuples(st.just("filter")),
-    st.tuples(st.just("flat_map")),
-    st.tuples(st.just("take"), st.integers(0, 40)),
-    st.tuples(st.just("skip"), st.integers(0, 10)),
-    st.tuples(st.just("par_then"), st.sampled_from(["ainc", "ajitter"]), st.integers(1, 8)),
-    st.tuples(st.just("then")),
-    st.tuples(st.just("par_map"), st.sampled_from(["thread", "process"]), st.integers(1, 2)),
-    st.tuples(st.just("prefetch"), st.integers(1, 50)),
-)
-tail_ops = st.one_of(
-    st.just(()),
-    st.tuples(st.just("enumerate")),
-    st.tuples(st.just("batch"), st.integers(1, 7), st.booleans()),
-)
-
-
-def build(source: list[int], ops: list[Op], ordered: bool = True) -> snake.Stream[Any]:
-    s: snake.Stream[Any] = snake.from_iterable(source)
-    for op in ops:
-        name = op[0]
-        if name == "map":
-            s = s.map(getattr(funcs, op[1]))
-        elif name == "filter":
-            s = s.filter(funcs.is_even)
-        elif name == "flat_map":
-            s = s.flat_map(funcs.repeat_n)
-        elif name == "take":
-            s = s.take(op[1])
-        elif name == "skip":
-            s = s.skip(op[1])
-        elif name == "par_then":
-            s = s.par_then(getattr(funcs, op[1]), limit=op[2], ordered=ordered)
-        elif name == "then":
-            s = s.then(funcs.ainc)
-        elif name == "par_map":
-            s = s.par_map(funcs.double, workers=op[2], backend=op[1], ordered=ordered)
-        elif name == "prefetch":
-            s = s.prefetch(op[1])
-        elif name == "enumerate":
-            s = s.enumerate()
-        elif name == "batch":
-            s = s.batch(op[1], drop_last=op[2], collate=None)
-        else:  # pragma: no cover - the strategies only make the names above
-            raise AssertionError(name)
-    return s
-
-
-def reference(source: list[int], ops: list[Op]) -> list[Any]:
-    """What the chain means, computed sequentially with plain Python."""
-    items: list[Any] = list(source)
-    for op in ops:
-        name = op[0]
-        if name == "map":
-            items = [getattr(funcs, op[1])(x) for x in items]
-        elif name == "filter":
-            items = [x for x in items if funcs.is_even(x)]
-        elif name == "flat_map":
-            items = [y for x in items for y in funcs.repeat_n(x)]
-        elif name == "take":
-            items = items[: op[1]]
-        elif name == "skip":
-            items = items[op[1] :]
-        elif name in ("par_then", "then"):
-            items = [x + 1 for x in items]
-        elif name == "par_map":
-            items = [funcs.double(x) for x in items]
-        elif name == "prefetch":
-            pass
-        elif name == "enumerate":
-            items = list(enumerate(items))
-        elif name == "batch":
-            n, drop_last = op[1], op[2]
-            batches = [items[i : i + n] for i in range(0, len(items), n)]
-            if drop_last and batches and len(batches[-1]) < n:
-                batches.pop()
-            items = batches
-    return items
-
+LAW_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 RUNNERS: dict[str, Callable[[snake.Stream[Any]], list[Any]]] = {
     "open": run_async,
@@ -117,44 +33,33 @@ RUNNERS: dict[str, Callable[[snake.Stream[Any]], list[Any]]] = {
     "for": lambda s: [x for x in s],
 }
 
-
-@LAW_SETTINGS
-@given(
-    source=st.lists(st.integers(-50, 50), max_size=120),
-    ops=st.lists(int_ops, max_size=4),
-    tail=tail_ops,
-)
-def test_ordered_chain_equals_sequential_reference(
-    source: list[int], ops: list[Op], tail: Op
-) -> None:
-    chain = ops + ([tail] if tail else [])
-    expected = reference(source, chain)
-    stream = build(source, chain)
-    res = Resources()
-    for how in ("open", "open_sync"):
-        assert RUNNERS[how](stream) == expected, (how, repr(stream))
-    res.check()
+# The stage functions of tests/funcs.py, on small integers: map, filter, flat_map, then,
+# par_then, par_map on threads and processes, take, skip, prefetch, then a tail
+# (enumerate or batch).
+STAGES: dict[str, Any] = {
+    "maps": [funcs.inc, funcs.double],
+    "predicates": [funcs.is_even],
+    "flat_maps": [funcs.repeat_n],
+    "async_maps": [funcs.ainc, funcs.ajitter],
+    "backends": ["thread", "process"],
+}
 
 
 @LAW_SETTINGS
-@given(
-    source=st.lists(st.integers(-50, 50), max_size=150),
-    ops=st.lists(
-        st.one_of(
-            st.tuples(st.just("map"), st.sampled_from(["inc", "double"])),
-            st.tuples(st.just("filter")),
-            st.tuples(st.just("par_then"), st.just("ajitter"), st.integers(1, 8)),
-            st.tuples(st.just("par_map"), st.sampled_from(["thread", "process"]), st.integers(1, 2)),
-        ),
-        min_size=1,
-        max_size=3,
-    ),
-)
-def test_unordered_stages_deliver_the_same_multiset(source: list[int], ops: list[Op]) -> None:
-    expected = Counter(reference(source, ops))
-    stream = build(source, ops, ordered=False)
-    for how in ("open", "open_sync"):
-        assert Counter(RUNNERS[how](stream)) == expected, (how, repr(stream))
+@given(p=pipelines(st.integers(-50, 50), unordered=False, max_items=120, **STAGES))
+def test_ordered_chain_equals_sequential_reference(p: Pipeline) -> None:
+    assert p.ordered
+    p.check()  # open() and open_sync(), breaking out early, nothing left behind
+    for how in ("collect", "for"):
+        p.verify(RUNNERS[how](p.stream), how=how)
+
+
+@LAW_SETTINGS
+@given(p=pipelines(st.integers(-50, 50), max_items=150, **STAGES))
+def test_unordered_stages_deliver_the_same_multiset(p: Pipeline) -> None:
+    # ordered=False stages and shuffles mixed in: a multiset law after them, and only
+    # size and membership once take/skip follow one.
+    p.check()
 
 
 @settings(max_examples=25, deadline=None)
@@ -175,8 +80,8 @@ def test_every_item_arrives_exactly_once(n: int, limit: int, ordered: bool) -> N
 def test_every_runner_gives_the_same_result() -> None:
     stream = snake.from_iterable(range(500)).map(funcs.inc).par_map(funcs.square, workers=2).batch(64)
     results = {how: run(stream) for how, run in RUNNERS.items()}
-    expected = reference(list(range(500)), [("map", "inc")])
-    expected = [[x * x for x in b] for b in reference(expected, [("batch", 64, False)])]
+    squares = [(i + 1) ** 2 for i in range(500)]
+    expected = [squares[i : i + 64] for i in range(0, 500, 64)]
     for how, got in results.items():
         assert [b.tolist() for b in got] == expected, how  # the default collate: arrays
 
@@ -188,7 +93,6 @@ def test_every_runner_gives_the_same_result() -> None:
     how=st.sampled_from(["take", "break"]),
 )
 def test_take_and_break_release_every_task_and_worker(k: int, backend: str, how: str) -> None:
-    res = Resources()
     # An endless source, IO tasks and workers all busy when the consumer stops.
     stream = (
         snake.from_iterable(itertools.count())
@@ -198,25 +102,59 @@ def test_take_and_break_release_every_task_and_worker(k: int, backend: str, how:
     )
 
     async def main() -> None:
-        before = count_tasks()
         got = []
         s = stream.take(k) if how == "take" else stream
-        async with s.open() as items:
+        async with assert_no_leaks(), s.open() as items:  # the trio tasks of this run too
             async for x in items:
                 if how == "break" and len(got) == k:
                     break
                 got.append(x)
         assert len(got) == k
-        assert count_tasks() == before
 
-    trio.run(main)
-    res.check()
+    with assert_no_leaks():
+        trio.run(main)
 
     # The same through the sync bridge.
     got = []
-    for x in stream:
-        if len(got) == k:
-            break
-        got.append(x)
+    with assert_no_leaks():
+        for x in stream:
+            if len(got) == k:
+                break
+            got.append(x)
     assert len(got) == k
-    res.check()
+
+
+# -- snake's own stages, as a user's would be checked -----------------------------------------
+
+
+FEW = settings(max_examples=10)
+
+
+def test_map_par_map_then_and_par_then_obey_the_laws_in_every_placement() -> None:
+    assert len(check_stage(funcs.double, items=st.integers(), settings=FEW)) == 5  # with worker processes
+    assert len(check_stage(funcs.ajitter, items=st.integers(-50, 50), settings=FEW)) == 3
+    check_stage(funcs.fail_on_7, items=st.integers(0, 10), settings=FEW)  # the error law
+
+
+def _batches(xs: list[int], n: int, drop_last: bool) -> list[list[int]]:
+    out = [xs[i : i + n] for i in range(0, len(xs), n)]
+    return out[:-1] if drop_last and out and len(out[-1]) < n else out
+
+
+def test_inline_stages_match_their_references() -> None:
+    ints = st.integers(-50, 50)
+    cases: list[tuple[Callable[[snake.Stream[int]], snake.Stream[Any]], Callable[[list[int]], list[Any]]]] = [
+        (lambda s: s.filter(funcs.is_even), lambda xs: [x for x in xs if x % 2 == 0]),
+        (lambda s: s.flat_map(funcs.repeat_n), lambda xs: [y for x in xs for y in funcs.repeat_n(x)]),
+        (lambda s: s.enumerate(), lambda xs: list(enumerate(xs))),
+        (lambda s: s.skip(3).take(5), lambda xs: xs[3:8]),
+        (lambda s: s.batch(3, collate=None), lambda xs: _batches(xs, 3, False)),
+        (lambda s: s.batch(4, drop_last=True, collate=None), lambda xs: _batches(xs, 4, True)),
+        (lambda s: s.prefetch(2), lambda xs: xs),
+    ]
+    for stage, reference in cases:
+        check_stage(stage, items=ints, reference=reference, settings=FEW)
+    # A shuffle keeps the multiset (and with a seed, the same order every run).
+    check_stage(
+        lambda s: s.shuffle(8, seed=3), items=ints, reference=lambda xs: xs, ordered=False, settings=FEW
+    )

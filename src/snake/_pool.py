@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import threading
+import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, final
 
@@ -22,6 +23,8 @@ WorkerType = Literal["auto", "fork", "forkserver", "spawn"]
 _WORKER_TYPES = ("auto", "fork", "forkserver", "spawn")
 #: Seconds closing a pool waits for idle workers to exit before killing them.
 _GRACE_S = 5.0
+#: Pools inside their ``with`` block: ``snake.testing.assert_no_leaks`` excuses their idle workers.
+open_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
 def default_workers() -> int:
@@ -132,6 +135,7 @@ class WorkerPool:
         if self._closed or self._context is not None:
             raise RuntimeError(f"{self!r} can be entered once")
         self._context = new_context(self._worker_type)
+        open_pools.add(self)
         return self
 
     def __exit__(
@@ -152,6 +156,7 @@ class WorkerPool:
         """Stop every worker: they get 5 s in all to exit, then the rest are killed."""
         context, self._context = self._context, None
         self._closed = True
+        open_pools.discard(self)
         if context is not None:
             shutdown_context(context)
 
