@@ -277,43 +277,47 @@ def measure_latency(name: str, n: int) -> list[float]:
 
 
 def measure_start(name: str, n: int) -> float:
-    """Seconds to open, read and close a one-item pipeline, averaged over ``n``.
+    """Median seconds to open, read and close a one-item pipeline, over ``n`` times.
     ``snake.aio warm``: while another pipeline keeps the loop's trio runtime running."""
     one = snake.from_iterable([1])
+    took: list[float] = []
     if name == "open()":
 
         async def main_trio() -> None:
             for _ in range(n):
+                t0 = time.perf_counter()
                 async with one.open() as items:
                     assert [x async for x in items] == [1]
+                took.append(time.perf_counter() - t0)
 
-        t0 = time.perf_counter()
         trio.run(main_trio)
-        return (time.perf_counter() - t0) / n
-    if name == "open_sync()":
-        t0 = time.perf_counter()
+    elif name == "open_sync()":
         for _ in range(n):
+            t0 = time.perf_counter()
             with one.open_sync() as items:
                 assert list(items) == [1]
-        return (time.perf_counter() - t0) / n
+            took.append(time.perf_counter() - t0)
+    else:
 
-    async def opens() -> float:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            if name.startswith("snake.aio"):
-                async with snake.aio.open(one) as items:
-                    assert [x async for x in items] == [1]
-            else:
-                assert [c async for c in ThreadBridge(one, asyncio.get_running_loop()).chunks()] == [[1]]
-        return (time.perf_counter() - t0) / n
+        async def opens() -> None:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                if name.startswith("snake.aio"):
+                    async with snake.aio.open(one) as items:
+                        assert [x async for x in items] == [1]
+                else:
+                    assert [c async for c in ThreadBridge(one, asyncio.get_running_loop()).chunks()] == [[1]]
+                took.append(time.perf_counter() - t0)
 
-    async def main_aio() -> float:
-        if name != "snake.aio warm":
-            return await opens()
-        async with snake.aio.open(snake.from_iterable(itertools.count())):
-            return await opens()
+        async def main_aio() -> None:
+            if name != "snake.aio warm":
+                await opens()
+                return
+            async with snake.aio.open(snake.from_iterable(itertools.count())):
+                await opens()
 
-    return asyncio.run(main_aio())
+        asyncio.run(main_aio())
+    return statistics.median(took)
 
 
 def work(x: int) -> int:
@@ -336,7 +340,18 @@ async def _ticker(lags: list[float], stop: asyncio.Event) -> None:
 
 
 def measure_engine(name: str, make: Callable[[], snake.Stream[Any]]) -> tuple[float, float]:
-    """(items/s, median lag of an asyncio timer of 1 ms meanwhile) for an asyncio consumer."""
+    """(items/s, median lag of a 1 ms asyncio timer meanwhile; 0 for open()) of ``make()``."""
+    if name == "open()":
+
+        async def native() -> float:
+            t0 = time.perf_counter()
+            n = 0
+            async with make().open() as items:
+                while (chunk := await items.receive_chunk()) is not None:
+                    n += len(chunk)
+            return n / (time.perf_counter() - t0)
+
+        return trio.run(native), 0.0
 
     async def main() -> tuple[float, float]:
         lags: list[float] = []
@@ -361,16 +376,14 @@ def measure_engine(name: str, make: Callable[[], snake.Stream[Any]]) -> tuple[fl
     return asyncio.run(main())
 
 
-def native_engine(make: Callable[[], snake.Stream[Any]]) -> float:
-    async def main() -> float:
-        t0 = time.perf_counter()
-        n = 0
-        async with make().open() as items:
-            while (chunk := await items.receive_chunk()) is not None:
-                n += len(chunk)
-        return n / (time.perf_counter() - t0)
-
-    return trio.run(main)
+def interleaved(repeats: int, names: list[str], run: Callable[[str], float]) -> dict[str, float]:
+    """The smallest of ``repeats`` values of ``run(name)`` per name, the names taking turns
+    (so that a busy moment of the machine does not fall on one name only)."""
+    best = dict.fromkeys(names, float("inf"))
+    for _ in range(repeats):
+        for name in names:
+            best[name] = min(best[name], run(name))
+    return best
 
 
 def main() -> int:
@@ -379,7 +392,7 @@ def main() -> int:
     n_paced = 50 if args.quick else 400
     n_start = 20 if args.quick else 200
     n_engine = 2_000 if args.quick else 50_000
-    repeats = 1 if args.quick else 3
+    repeats = 1 if args.quick else 5
     batch = np.zeros((32, 64), dtype=np.float32)
     batches = [batch] * n_bulk
 
@@ -390,9 +403,12 @@ def main() -> int:
         assert consume(make, batch) == n_bulk, name
     assert queue_bulk(batches, batch) == n_bulk
 
-    bulk = {"queue.Queue": best_of(repeats, lambda: queue_bulk(batches, batch)) / n_bulk}
-    for name, consume in CONSUMERS.items():
-        bulk[name] = best_of(repeats, lambda c=consume: c(make, batch)) / n_bulk  # type: ignore[misc]
+    def bulk_run(name: str) -> float:
+        if name == "queue.Queue":
+            return best_of(1, lambda: queue_bulk(batches, batch)) / n_bulk
+        return best_of(1, lambda: CONSUMERS[name](make, batch)) / n_bulk
+
+    bulk = interleaved(repeats, ["queue.Queue", *CONSUMERS], bulk_run)
 
     lat = {"queue.Queue": statistics.median(queue_latency(n_paced))}
     for name in LOOPS:
@@ -408,14 +424,20 @@ def main() -> int:
     }
     engine: dict[str, dict[str, float]] = {}
     for label, mk in engines.items():
-        runs = [measure_engine(name, mk) for _ in range(repeats) for name in ("snake.aio", "asyncio+thread")]
-        engine[label] = {
-            "open()_items_per_s": max(native_engine(mk) for _ in range(repeats)),
-            "snake.aio_items_per_s": max(r[0] for r in runs[0::2]),
-            "asyncio+thread_items_per_s": max(r[0] for r in runs[1::2]),
-            "snake.aio_loop_lag_s": statistics.median(r[1] for r in runs[0::2]),
-            "asyncio+thread_loop_lag_s": statistics.median(r[1] for r in runs[1::2]),
-        }
+        lags: dict[str, list[float]] = {"snake.aio": [], "asyncio+thread": []}
+
+        def engine_run(
+            name: str, mk: Callable[[], snake.Stream[Any]] = mk, lags: dict[str, list[float]] = lags
+        ) -> float:
+            rate, lag = measure_engine(name, mk)
+            if name in lags:
+                lags[name].append(lag)
+            return -rate  # interleaved() keeps the smallest: the best rate
+
+        best = interleaved(repeats, ["open()", "snake.aio", "asyncio+thread"], engine_run)
+        engine[label] = {f"{name}_items_per_s": -v for name, v in best.items()}
+        for name, values in lags.items():
+            engine[label][f"{name}_loop_lag_s"] = statistics.median(values)
 
     print(
         f"bulk: {n_bulk:,} ready batches of {batch.shape} {batch.dtype}, time per batch (best of {repeats})"
@@ -425,7 +447,7 @@ def main() -> int:
     print(f"latency: one batch every {_PACE_S * 1e3:g} ms, median from made to received ({n_paced} batches)")
     for name, s in lat.items():
         print(f"  {name:16s} {s * 1e6:9.1f} us  {s / lat['queue.Queue']:6.3f}x queue.Queue")
-    print(f"start: open, read one item, close ({n_start} times)")
+    print(f"start: open, read one item, close (median of {n_start})")
     for name, s in start.items():
         print(f"  {name:16s} {s * 1e6:9.1f} us")
     print("engine: items/s through an asyncio consumer, and the median lag of a 1 ms asyncio timer meanwhile")

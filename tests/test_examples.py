@@ -85,6 +85,23 @@ EXPECTED["web_service.py"] = (
     "stopped; worker processes left: 0",
 )
 
+ARGS["web_asyncio.py"] = ("--self-test",)
+EXPECTED["web_asyncio.py"] = (
+    "/stream: 500 lines, as expected: True",
+    "/preprocess: 60 x 256 features, as expected: True",
+    "/stream?n=ten: 422 'ten'",
+    "snake tasks 0, snake threads 0",
+    "pool survived: same workers True, {'idle_workers': 2, 'running_workers': 0}",
+    "stopped; worker processes left: 0",
+)
+EXPECTED["asyncio_basics.py"] = (
+    "first: [6765, 10946, 17711, 28657, 46368]\n",
+    "worker processes left: 0\nRuntimeStatistics(running=False, pipelines=0, tasks=0)\n",
+    "timed out; RuntimeStatistics(running=False, pipelines=0, tasks=0)\n",
+    "caught ValueError: invalid literal for int() with base 10: 'three'\n",
+    "  note: snake: raised in stage #1 map(parse) on item index 2\n",
+)
+
 MARKER = re.compile(r"^<!-- example: (?P<path>\S+) -->$")
 
 
