@@ -192,7 +192,6 @@ class Service:
     def __init__(self, workers=2):
         self.workers = workers
         self.pool = None
-        self.pool_turn = trio.Lock()  # for /preprocess: see there
         self.pipelines = 0  # pipelines open now
         self.disconnects = 0  # requests cut short by their client
         self.app = Starlette(
@@ -270,13 +269,9 @@ class Service:
                 return JSONResponse({"error": f"texts[{k}]={text!r} must be a string"}, status_code=400)
         stream = snake.from_iterable(texts).par_map(featurize, pool=self.pool).batch(64)
         features = []
-        # The lock: a WorkerPool serves one running stage at a time, so requests take
-        # turns (trio.Lock is fair); a client that leaves while waiting costs nothing.
-        async with (
-            cancel_on_disconnect(request.receive) as cancelled,
-            self.pool_turn,
-            self.open(stream) as items,
-        ):
+        # Concurrent requests share the pool's workers: at most `workers` calls run at
+        # once, the rest wait for a free worker (without it counting against timeouts).
+        async with cancel_on_disconnect(request.receive) as cancelled, self.open(stream) as items:
             async for batch in items:
                 features.extend(batch.tolist())
         if cancelled.cancelled_caught:  # the client left: nobody reads this

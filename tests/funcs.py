@@ -44,6 +44,12 @@ def sleep_then_return(x: float) -> float:
     return x
 
 
+def sleep_then_return_pair(arg: tuple[int, float]) -> int:
+    """Sleep arg[1] seconds, then return arg[0]."""
+    time.sleep(arg[1])
+    return arg[0]
+
+
 def die_on_3(x: int) -> int:
     if x == 3:
         os._exit(17)

@@ -228,13 +228,72 @@ def test_worker_pool_misuse_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="workers=2 is more than the pool's 1"):
         snake.from_iterable(range(3)).par_map(funcs.inc, workers=2, pool=pool)
     busy = snake.from_iterable([0.01] * 100).par_map(funcs.sleep_then_return, pool=pool)
-    with pool, pytest.raises(RuntimeError, match="already used by another running stage"):  # noqa: SIM117
+    with pool, pytest.raises(RuntimeError, match="in use by a pipeline of another trio run"):  # noqa: SIM117
         with busy.open_sync() as a:
             next(a)  # a's stage holds the pool now
             with busy.open_sync() as b:
                 list(b)
     with pytest.raises(RuntimeError, match="can be entered once"), pool:
         pass
+
+
+async def test_stages_of_one_run_share_a_pool_within_its_workers() -> None:
+    """Concurrent pipelines (a web service's requests) share a pool's workers: all
+    results right, never more than `workers` processes, and cancelling one pipeline
+    mid-call leaves the others running on the pool."""
+    with snake.WorkerPool(2) as pool:
+        streams = [
+            snake.from_iterable(range(k * 100, k * 100 + 40)).map(lambda i: (i, 0.005)).par_map(
+                funcs.sleep_then_return_pair, pool=pool
+            )
+            for k in range(4)
+        ]
+        results: dict[int, list[int]] = {}
+        peak = 0
+
+        async def run(k: int) -> None:
+            results[k] = await streams[k].collect()
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, len(psutil.Process().children()))
+                await trio.sleep(0.005)
+
+        async def cancelled() -> None:
+            with trio.move_on_after(0.05):
+                await snake.from_iterable([(0, 10.0)] * 4).par_map(funcs.sleep_then_return_pair, pool=pool).collect()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async with trio.open_nursery() as runs:
+                runs.start_soon(cancelled)
+                for k in range(4):
+                    runs.start_soon(run, k)
+            nursery.cancel_scope.cancel()
+        assert results == {k: list(range(k * 100, k * 100 + 40)) for k in range(4)}
+        assert peak <= 2
+        assert not pool._in_use
+
+
+async def test_waiting_for_a_shared_pool_is_not_a_timeout() -> None:
+    # One worker, busy for ~0.9 s with another pipeline's items: the timed pipeline
+    # waits its turn, and only the time on the worker counts against timeout=0.3.
+    with snake.WorkerPool(1) as pool:
+        slow = snake.from_iterable([(i, 0.3) for i in range(3)]).par_map(funcs.sleep_then_return_pair, pool=pool)
+        timed = snake.from_iterable([(i, 0.01) for i in range(5)]).par_map(
+            funcs.sleep_then_return_pair, pool=pool, timeout=0.3
+        )
+        out: dict[str, list[int]] = {}
+
+        async def run(name: str, stream: snake.Stream[int], delay: float) -> None:
+            await trio.sleep(delay)
+            out[name] = await stream.collect()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "slow", slow, 0.0)
+            nursery.start_soon(run, "timed", timed, 0.1)
+        assert out == {"slow": [0, 1, 2], "timed": [0, 1, 2, 3, 4]}
 
 
 def test_time_to_first_item_is_short() -> None:

@@ -102,7 +102,12 @@ class WorkerPool:
                 for batch in stream:      # no worker start-up after the first epoch
                     ...
 
-    ``async with`` works too. A pool serves one running pipeline stage at a time.
+    ``async with`` works too. Any number of stages of one trio run may use a pool
+    at the same time (the pipelines of a web service's requests, say): together
+    they run at most ``workers`` calls at once, in turn as workers come free, and
+    a stage cancelled mid-call gets its worker killed and replaced without
+    disturbing the others. Stages in two trio runs at once (two ``open_sync()``
+    loops in two threads) cannot share one pool: the second raises ``RuntimeError``.
     """
 
     def __init__(self, workers: int | None = None, *, worker_type: WorkerType = "auto") -> None:
@@ -115,7 +120,10 @@ class WorkerPool:
         self._context: Any = None
         self._closed = False
         self._lock = threading.Lock()
-        self._in_use = False
+        #: The trio run whose stages use the pool now, how many stages, their limiter.
+        self._run: trio.lowlevel.TrioToken | None = None
+        self._users = 0
+        self._limiter: trio.CapacityLimiter | None = None
 
     @property
     def workers(self) -> int:
@@ -168,17 +176,34 @@ class WorkerPool:
         return WorkerPoolStatistics(stats.idle_workers, stats.running_workers)
 
     # -- for par_map stages ------------------------------------------------------------
-    def _acquire(self, label: str) -> Any:
+    @property
+    def _in_use(self) -> bool:
+        """Whether some running stage uses the pool now."""
+        return self._users > 0
+
+    def _acquire(self, label: str) -> tuple[Any, trio.CapacityLimiter]:
+        """The worker context and the limiter every call on it holds (by this trio run)."""
+        run = trio.lowlevel.current_trio_token()
         with self._lock:
             if self._context is None:
                 raise RuntimeError(
                     f"stage {label}: {self!r} is not open; run the pipeline inside 'with pool:'"
                 )
-            if self._in_use:
-                raise RuntimeError(f"stage {label}: {self!r} is already used by another running stage")
-            self._in_use = True
-            return self._context
+            if self._users and self._run is not run:
+                raise RuntimeError(
+                    f"stage {label}: {self!r} is in use by a pipeline of another trio run (another "
+                    "thread or open_sync() loop); only the stages of one trio run can share a pool"
+                )
+            if not self._users:
+                self._run = run
+                self._limiter = trio.CapacityLimiter(self._workers)
+            self._users += 1
+            assert self._limiter is not None
+            return self._context, self._limiter
 
     def _release(self) -> None:
         with self._lock:
-            self._in_use = False
+            self._users -= 1
+            if not self._users:
+                self._run = None
+                self._limiter = None

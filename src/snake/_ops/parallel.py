@@ -402,6 +402,19 @@ class _Lost(Exception):
         self.culprit = culprit
 
 
+class _NoLimit:
+    """An ``async with`` that holds nothing (a stage with its own workers)."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LIMIT = _NoLimit()
+
+
 @attrs.frozen
 class ParMap(TaskSpec):
     """``par_map(fn, workers=N, backend=..., ordered=..., retries=..., timeout=..., pool=...)``."""
@@ -509,9 +522,9 @@ class ParMap(TaskSpec):
         counters: StageCounters,
     ) -> None:
         if self.pool is not None:
-            context = self.pool._acquire(label)
+            context, shared = self.pool._acquire(label)
             try:
-                await self._run_on(context, label, inbox, fused, send, counters)
+                await self._run_on(context, label, inbox, fused, send, counters, shared)
             finally:
                 self.pool._release()
             return
@@ -522,7 +535,7 @@ class ParMap(TaskSpec):
             idle_timeout=math.inf,
             grace_period=5.0,
         ) as context:
-            await self._run_on(context, label, inbox, fused, send, counters)
+            await self._run_on(context, label, inbox, fused, send, counters, None)
 
     async def _run_on(
         self,
@@ -532,7 +545,10 @@ class ParMap(TaskSpec):
         fused: Fused,
         send: trio.MemorySendChannel[Chunk],
         counters: StageCounters,
+        shared: trio.CapacityLimiter | None,
     ) -> None:
+        """``shared``: a WorkerPool's limiter, held by every call of every stage of this
+        trio run on that pool, so that together they keep to its number of workers."""
         import trio_parallel
 
         fn = self.fn
@@ -563,6 +579,14 @@ class ParMap(TaskSpec):
 
         async def attempt(items: Chunk, start: int) -> Chunk:
             """One call on a worker; raises _Lost if the worker dies or runs past the deadline."""
+            if shared is None:
+                return await attempt_now(items, start)
+            # Waiting for a turn on a shared pool counts neither against the timeout
+            # nor in the measured time per item.
+            async with shared:
+                return await attempt_now(items, start)
+
+        async def attempt_now(items: Chunk, start: int) -> Chunk:
             t0 = time.perf_counter()
             slot = progress.take() if progress is not None else -1
             where = (progress.path, slot) if progress is not None else None
@@ -689,7 +713,8 @@ class ParMap(TaskSpec):
             for _ in range(3):
                 await trio.lowlevel.checkpoint()
             try:
-                await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
+                async with shared if shared is not None else _NO_LIMIT:
+                    await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
             except trio_parallel.BrokenWorkerError:
                 pass  # the calls that follow start a new worker, or report the crash
 
