@@ -86,7 +86,6 @@ async def lifespan(app):
             async for _ in items:
                 pass
         app.state.pool = pool
-        app.state.pool_turn = asyncio.Lock()  # for /preprocess: see there
         yield
     # Leaving the pool's block has stopped its worker processes.
 
@@ -115,8 +114,8 @@ async def stream_ndjson(
     )
     body = lines(stream)
     # A client that leaves cancels the response, and so the pipeline inside `lines`.
-    # aclose() also covers the moment the response waits in send(): the generator and
-    # its pipeline are closed then and there, not whenever the garbage collector runs.
+    # If the cancellation lands in send() instead, the generator would wait at its yield
+    # for the garbage collector: aclose() closes it (and its pipeline) right away.
     return StreamingResponse(body, media_type="application/x-ndjson", background=BackgroundTask(body.aclose))
 
 
@@ -128,9 +127,9 @@ class Texts(BaseModel):
 async def preprocess(body: Texts):
     stream = snake.from_iterable(body.texts).par_map(featurize, pool=app.state.pool).batch(64)
     features = []
-    # A WorkerPool serves one running stage at a time: requests take turns (asyncio.Lock
-    # is fair). A cancelled request leaves the queue, or stops its pipeline.
-    async with app.state.pool_turn, snake.aio.open(stream) as items:
+    # The pipelines of all requests run in the loop's one trio runtime, so they share the
+    # pool: together they run at most 2 calls at once, taking turns as workers come free.
+    async with snake.aio.open(stream) as items:
         async for batch in items:
             features.extend(batch.tolist())
     return {"dim": DIM, "features": features}

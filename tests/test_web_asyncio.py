@@ -119,7 +119,8 @@ def want_lines(start: int, n: int) -> list[str]:
 
 def idle(st: dict[str, Any]) -> bool:
     return (
-        st["pipelines"] == 0
+        not st["trio_running"]
+        and st["pipelines"] == 0
         and st["snake_tasks"] == 0
         and st["snake_threads"] == 0
         and st["pool"]["running_workers"] == 0
@@ -192,7 +193,6 @@ def test_a_client_that_leaves_mid_stream_stops_its_pipeline(server: Server) -> N
 
     assert idle(after), after
     assert took < CLEANUP_S, f"the pipeline took {took:.2f} s to stop"
-    assert not after["trio_running"], "the trio runtime stops with the last pipeline"
     # The shared pool was not touched, and keeps serving with the same worker processes.
     assert set(after["worker_pids"]) == pool_pids
     r = httpx.post(f"{server.url}/preprocess", json={"texts": TEXTS}, timeout=30)
@@ -209,12 +209,16 @@ def test_a_client_that_stopped_reading_and_leaves_stops_its_pipeline(server: Ser
     ) as r:
         lines = r.iter_lines()
         assert next(lines) == want_lines(0, 1)[0]
-        time.sleep(1.0)
-        cpu = server.ps.cpu_times()
-        time.sleep(0.5)
-        spent = sum(server.ps.cpu_times()[:2]) - sum(cpu[:2])
-        assert stats(server)["pipelines"] == 1
-        assert spent < 0.25, f"a blocked stream should cost no CPU; the server spent {spent:.2f} s"
+        # The server runs until the socket buffers (megabytes) are full, then waits.
+        deadline = time.monotonic() + 60
+        while True:
+            cpu = sum(server.ps.cpu_times()[:2])
+            time.sleep(0.5)
+            spent = sum(server.ps.cpu_times()[:2]) - cpu
+            if spent < 0.05:
+                break
+            assert time.monotonic() < deadline, f"the server still spends {spent:.2f} s of CPU per 0.5 s"
+        assert stats(server)["pipelines"] == 1, "the pipeline waits, open, for the client"
     took, after = wait_idle(server, CLEANUP_S)
     assert idle(after), after
     assert took < CLEANUP_S, f"the pipeline took {took:.2f} s to stop"

@@ -122,7 +122,7 @@ class _Pipe:
     # -- asyncio side ----------------------------------------------------------------------
     def wake_producer(self) -> None:
         room, self.room = self.room, None
-        if room is not None:
+        if room is not None and not self.finished:
             self.runtime.run_sync_soon(room.set)
 
 
@@ -369,15 +369,17 @@ class AsyncioItems(AsyncIterator[T], Generic[T]):
 
 @final
 class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
-    __slots__ = ("_pipe", "_specs")
+    __slots__ = ("_entered", "_pipe", "_specs")
 
     def __init__(self, specs: list[Any]) -> None:
         self._specs = specs
+        self._entered = False
         self._pipe: _Pipe | None = None
 
     async def __aenter__(self) -> AsyncioItems[T]:
-        if self._pipe is not None:
+        if self._entered:
             raise RuntimeError("snake.aio.open(...) can be entered once; call snake.aio.open() again")
+        self._entered = True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -386,8 +388,14 @@ class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
                 "under trio use 'async with stream.open() as items:'"
             ) from None
         runtime = await _acquire(loop)
-        pipe = self._pipe = _Pipe(runtime, self._specs)
-        runtime.spawn(pipe)
+        pipe = _Pipe(runtime, self._specs)
+        try:
+            runtime.spawn(pipe)
+        except BaseException:
+            runtime.pipes.discard(pipe)
+            await _release(runtime)
+            raise
+        self._pipe = pipe
         return AsyncioItems(pipe)
 
     async def __aexit__(
