@@ -1,24 +1,27 @@
 """Per-batch hand-off cost into the consumer: open(), open_sync(), snake.aio, and a plain
 queue.Queue between two threads, measured in the same run.
 
-    python bench/handoff.py           # 100,000 batches in bulk, 400 paced
-    python bench/handoff.py --quick   # 5,000 in bulk, 50 paced (the tests run this)
+    python bench/handoff.py           # 100,000 batches in bulk, 400 paced, best of 5
+    python bench/handoff.py --quick   # 5,000 in bulk, 50 paced, once (the tests run this)
 
-Three measurements, each for every consumer:
+What is measured, for every consumer:
 
 - bulk: batches that are all ready (a source over a list of arrays) go into the
-  consumer's loop; the time per batch, best of 3. snake moves them in chunks, the
-  queue.Queue baseline one by one (a producer thread puts, the consumer thread gets).
+  consumer's loop, which looks at each one; the time per batch. snake moves them in
+  chunks, the queue.Queue baseline one by one (a producer thread puts, the consumer
+  thread gets). "snake.aio chunks" reads them with receive_chunk() instead of async for.
 - latency: one batch every millisecond (the consumer is always waiting); the median
   time from the moment a batch is made to the moment the consumer's loop holds it.
-- start: opening and closing a one-item pipeline (for snake.aio: starting and
-  stopping its trio guest run when no other pipeline is open on the loop).
+- start: the median time to open, read and close a one-item pipeline (for snake.aio:
+  starting and stopping its trio guest run; "warm": while another pipeline keeps it up).
+- engine (asyncio consumers and open()): items/s of a par_then and of a map pipeline,
+  and the median lag of a 1 ms asyncio timer meanwhile (how long stage code holds the loop).
 
 Besides snake.aio (trio in guest mode on the asyncio loop), the asyncio consumer is
 also measured with the alternative that snake.aio does not use: trio in a helper
 thread per pipeline, chunks handed to the loop with call_soon_threadsafe (the
-``ThreadBridge`` below, the same hand-off as open_sync()'s). docs/asyncio.md quotes
-these figures.
+``ThreadBridge`` below, with open_sync()'s bounded hand-off). Times and rates are the
+best of the repeats, the consumers taking turns. docs/asyncio.md quotes these figures.
 """
 
 from __future__ import annotations
