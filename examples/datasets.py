@@ -44,11 +44,12 @@ def decode(item):
 
 def make_stream(root, epochs):
     return (
-        snake.from_parquet(os.path.join(root, "*.parquet"))
-        .shuffle(1024, seed=0)        # reshuffled from (seed, epoch) in every epoch
+        # row groups in a new order every epoch, the same order on every rank
+        snake.from_parquet(os.path.join(root, "*.parquet"), shuffle_row_groups=True, seed=0)
+        .shard()                      # this rank's rows (RANK/WORLD_SIZE), read at the source
+        .shuffle(1024, seed=0)        # rows too, reshuffled from (seed, epoch) in every epoch
         .enumerate()
         .map(tag)
-        .shard()                      # this rank's share: RANK/WORLD_SIZE, else all of it
         .par_map(decode, workers=2)
         .batch(64, drop_last=True)    # -> (xs of shape (64, 16), ys of shape (64,))
         .repeat(epochs)

@@ -60,6 +60,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "epoch 2: mean loss ",
         "96 steps; loss went down: True",
     ),
+    "parquet_workers.py": (
+        "row groups to read: 32 of 40",
+        "6400 training rows in 2 epochs",
+        "brightness grows with the label: True",
+    ),
     "batching.py": (
         "(32, 3, 8, 8) uint8 [0 1 2 3] ['example 0', 'example 1']",
         "(4, 3, 8, 8) uint8 [6 7 8 9] ['example 96', 'example 97']",

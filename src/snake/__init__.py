@@ -5,6 +5,7 @@ from ._epoch import current_epoch as current_epoch
 from ._epoch import rng as rng
 from ._errors import RemoteError as RemoteError
 from ._errors import WorkerCrashedError as WorkerCrashedError
+from ._ops.files import ParquetRowGroup as ParquetRowGroup
 from ._ops.files import read_bytes as read_bytes
 from ._pool import WorkerPool as WorkerPool
 from ._pool import WorkerPoolStatistics as WorkerPoolStatistics
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Items",
+    "ParquetRowGroup",
     "PipelineStatistics",
     "RemoteError",
     "StageStatistics",

@@ -19,7 +19,7 @@ from ._errors import ErrorMode, ErrorPolicy
 from ._ops.base import SourceSpec, Spec
 from ._ops.buffer import Prefetch
 from ._ops.combine import Chain, Mix, Repeat, Zip
-from ._ops.files import FromFiles, FromParquet, resolve_paths
+from ._ops.files import FromFiles, FromParquet, ParquetFilter, SourceShard, check_filters, resolve_paths
 from ._ops.inline import (
     Batch,
     BucketByLength,
@@ -333,9 +333,30 @@ class Stream(Generic[T]):
         number of steps in DDP); it needs the total before the stream runs, so the stream
         must be sized: a ``range`` or a list, Parquet files (their footers are read now),
         ``from_files``, and one-to-one stages after them, else a ``ValueError``.
+
+        Directly after ``from_parquet`` or ``from_files``, the source shards itself: rank
+        ``r`` takes the ``r``-th contiguous share of the rows (files), in the source's
+        order of the epoch, and reads only the row groups that hold them (a row group
+        at the edge of two shares is read by both, each keeping its own rows). Shares
+        differ by at most one row; with ``equal=True`` each is ``total // world_size``
+        rows, the total taken from the footers when the stream runs.
         """
         r, w = resolve_shard(rank, world_size)
         check_bool("shard", "equal", equal)
+        source = self._specs[0]
+        if isinstance(source, (FromParquet, FromFiles)):
+            if source.shuffle and source.seed is None and w > 1:
+                raise ValueError(
+                    f"shard: {source.describe()} shuffles with fresh entropy, a different order "
+                    "on every rank, so ranks would share items; pass the same seed= on every rank"
+                )
+            if len(self._specs) == 1 and source.shard is None:
+                if equal and isinstance(source, FromParquet) and source.filt is not None:
+                    raise ValueError(
+                        f"shard(equal=True) needs the number of rows of {self!r}, which its filters "
+                        "decide only as the rows are read; use equal=False"
+                    )
+                return Stream((attrs.evolve(source, shard=SourceShard(r, w, equal)),))
         total = None
         if equal:
             total = known_length(self._specs)
@@ -492,8 +513,6 @@ def from_async_iterable(source: AsyncIterable[T] | Callable[[], AsyncIterable[T]
     return Stream((FromAsyncIterable(source),))
 
 
-
-
 def _check_streams(method: str, streams: object) -> tuple[tuple[Spec, ...], ...]:
     if isinstance(streams, Stream):
         raise TypeError(f"{method}: pass a list of streams, not one Stream")
@@ -541,7 +560,9 @@ def mix(
         if not isinstance(weights, (list, tuple)):
             raise TypeError(f"mix: weights={weights!r} must be a list of numbers")
         if len(weights) != len(inputs):
-            raise ValueError(f"mix: weights={list(weights)!r} has {len(weights)} weights for {len(inputs)} streams")
+            raise ValueError(
+                f"mix: weights={list(weights)!r} has {len(weights)} weights for {len(inputs)} streams"
+            )
         for w in weights:
             if isinstance(w, bool) or not isinstance(w, (int, float)):
                 raise TypeError(f"mix: weights={list(weights)!r} must be numbers")
@@ -556,9 +577,13 @@ def from_parquet(
     /,
     *,
     columns: Sequence[str] | None = None,
+    filters: Any = None,
     batch_rows: int = 1024,
     rows: bool = True,
     readers: int = 4,
+    shuffle_row_groups: bool = False,
+    seed: int | None = None,
+    read: bool = True,
 ) -> Stream[Any]:
     """The rows of Parquet files, as dicts (``rows=True``) or pyarrow ``RecordBatch``es of up
     to ``batch_rows`` rows (``rows=False``).
@@ -569,6 +594,21 @@ def from_parquet(
     ``columns`` asked for are read. Binary columns come through as ``bytes``. A missing
     or unreadable file raises when the stream runs, with a note naming the file.
     Needs pyarrow (imported when the stream runs).
+
+    ``filters`` keeps the rows that match: a ``pyarrow.compute.Expression``
+    (``pc.field("label") < 10``) or the form ``pyarrow.parquet`` takes
+    (``[("label", "<", 10)]``, a list of such lists for OR). Row groups whose statistics
+    rule out every row are not read; a filter on a column a file lacks raises a
+    ``ValueError`` naming the column and the file.
+
+    ``shuffle_row_groups=True`` reads the row groups in a random order drawn from
+    ``(seed, epoch)``: the same on every rank for a ``seed``, a new one in each epoch of
+    ``repeat()`` (rows within a row group keep their order; follow with ``shuffle()``).
+    A ``shard()`` right after shards by rows at the source (see ``Stream.shard``).
+
+    ``read=False`` yields :class:`ParquetRowGroup` handles instead of rows: small,
+    picklable, read by ``handle.read()`` wherever you call it, such as in ``par_map``
+    worker processes, so the data never passes through the main process.
     """
     resolved = resolve_paths("from_parquet", paths)
     cols: tuple[str, ...] | None = None
@@ -581,13 +621,35 @@ def from_parquet(
     check_int("from_parquet", "batch_rows", batch_rows, minimum=1)
     check_bool("from_parquet", "rows", rows)
     check_int("from_parquet", "readers", readers, minimum=1)
-    return Stream((FromParquet(resolved, cols, batch_rows, rows, readers),))
+    filt: ParquetFilter | None = check_filters("from_parquet", filters)
+    check_bool("from_parquet", "shuffle_row_groups", shuffle_row_groups)
+    check_bool("from_parquet", "read", read)
+    seed = check_seed("from_parquet", seed)
+    if seed is not None and not shuffle_row_groups:
+        raise ValueError(f"from_parquet: seed={seed!r} only applies with shuffle_row_groups=True")
+    return Stream(
+        (FromParquet(resolved, cols, batch_rows, rows, readers, filt, shuffle_row_groups, seed, read),)
+    )
 
 
-def from_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], /) -> Stream[str]:
+def from_files(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    /,
+    *,
+    shuffle: bool = False,
+    seed: int | None = None,
+) -> Stream[str]:
     """The paths of files: the sorted matches of a glob pattern, or the given paths in order.
 
     Read them with ``.par_then(snake.read_bytes, limit=...)`` to overlap the reads.
-    A pattern that matches nothing is a ``ValueError`` now.
+    A pattern that matches nothing is a ``ValueError`` now. ``shuffle=True`` gives the
+    paths in a random order drawn from ``(seed, epoch)``: the same on every rank for a
+    ``seed``, a new one in each epoch of ``repeat()``. A ``shard()`` right after takes
+    this rank's contiguous share of that order.
     """
-    return Stream((FromFiles(resolve_paths("from_files", paths)),))
+    resolved = resolve_paths("from_files", paths)
+    check_bool("from_files", "shuffle", shuffle)
+    seed = check_seed("from_files", seed)
+    if seed is not None and not shuffle:
+        raise ValueError(f"from_files: seed={seed!r} only applies with shuffle=True")
+    return Stream((FromFiles(resolved, shuffle, seed),))
