@@ -128,7 +128,11 @@ async def _afail_on_multiples_of_10(x: int) -> int:
 
 @pytest.mark.parametrize("max_errors", [3, 0.02])
 def test_over_the_error_budget_the_pipeline_fails_with_the_last_error(max_errors: float) -> None:
-    stream = snake.from_iterable(range(100)).map(funcs.fail_on_multiples_of_10).on_error("skip", max_errors=max_errors)
+    stream = (
+        snake.from_iterable(range(100))
+        .map(funcs.fail_on_multiples_of_10)
+        .on_error("skip", max_errors=max_errors)
+    )
     with pytest.raises(funcs.Boom) as info:
         stream.to_list()
     # count 3: items 0, 10, 20 are skipped, 30 fails. 2 %: at item 30, 31 received -> budget 1.
@@ -156,8 +160,10 @@ def test_on_error_validation() -> None:
 def test_unpicklable_result_names_the_stage_and_items(no_leaks: None) -> None:
     with pytest.raises(Exception) as info:
         snake.from_iterable(range(3)).par_map(funcs.unpicklable_result, workers=1).to_list()
-    assert any("#1 par_map(unpicklable_result, workers=1) could not exchange item indices 0" in n
-               for n in info.value.__notes__)
+    assert any(
+        "#1 par_map(unpicklable_result, workers=1) could not exchange item indices 0" in n
+        for n in info.value.__notes__
+    )
 
 
 def test_arrays_come_back_through_shared_memory_and_leave_nothing(no_leaks: None) -> None:
@@ -243,9 +249,9 @@ async def test_stages_of_one_run_share_a_pool_within_its_workers() -> None:
     mid-call leaves the others running on the pool."""
     with snake.WorkerPool(2) as pool:
         streams = [
-            snake.from_iterable(range(k * 100, k * 100 + 40)).map(lambda i: (i, 0.005)).par_map(
-                funcs.sleep_then_return_pair, pool=pool
-            )
+            snake.from_iterable(range(k * 100, k * 100 + 40))
+            .map(lambda i: (i, 0.005))
+            .par_map(funcs.sleep_then_return_pair, pool=pool)
             for k in range(4)
         ]
         results: dict[int, list[int]] = {}
@@ -262,7 +268,11 @@ async def test_stages_of_one_run_share_a_pool_within_its_workers() -> None:
 
         async def cancelled() -> None:
             with trio.move_on_after(0.05):
-                await snake.from_iterable([(0, 10.0)] * 4).par_map(funcs.sleep_then_return_pair, pool=pool).collect()
+                await (
+                    snake.from_iterable([(0, 10.0)] * 4)
+                    .par_map(funcs.sleep_then_return_pair, pool=pool)
+                    .collect()
+                )
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
@@ -280,7 +290,9 @@ async def test_waiting_for_a_shared_pool_is_not_a_timeout() -> None:
     # One worker, busy for ~0.9 s with another pipeline's items: the timed pipeline
     # waits its turn, and only the time on the worker counts against timeout=0.3.
     with snake.WorkerPool(1) as pool:
-        slow = snake.from_iterable([(i, 0.3) for i in range(3)]).par_map(funcs.sleep_then_return_pair, pool=pool)
+        slow = snake.from_iterable([(i, 0.3) for i in range(3)]).par_map(
+            funcs.sleep_then_return_pair, pool=pool
+        )
         timed = snake.from_iterable([(i, 0.01) for i in range(5)]).par_map(
             funcs.sleep_then_return_pair, pool=pool, timeout=0.3
         )
@@ -294,6 +306,28 @@ async def test_waiting_for_a_shared_pool_is_not_a_timeout() -> None:
             nursery.start_soon(run, "slow", slow, 0.0)
             nursery.start_soon(run, "timed", timed, 0.1)
         assert out == {"slow": [0, 1, 2], "timed": [0, 1, 2, 3, 4]}
+
+
+async def test_closing_a_pool_under_a_running_stage_stops_it_and_its_workers() -> None:
+    before = {p.pid for p in psutil.Process().children()}
+    pool = snake.WorkerPool(2)
+    pool.__enter__()
+    stream = snake.from_iterable([(i, 0.02) for i in range(1000)]).par_map(
+        funcs.sleep_then_return_pair, pool=pool
+    )
+    got = []
+    with pytest.raises(RuntimeError, match="was closed while the stage ran"):
+        async with stream.open() as items:
+            async for x in items:
+                got.append(x)
+                if x == 3:
+                    await trio.to_thread.run_sync(pool.close)  # as a service's shutdown might
+    assert got == list(range(len(got)))  # nothing out of order or duplicated before the error
+    deadline = time.monotonic() + 10
+    while {p.pid for p in psutil.Process().children() if p.status() != psutil.STATUS_ZOMBIE} - before:
+        assert time.monotonic() < deadline, "the pool's workers outlived the stage"
+        await trio.sleep(0.05)
+    assert not pool._in_use
 
 
 def test_time_to_first_item_is_short() -> None:
@@ -319,7 +353,12 @@ def test_timeout_is_per_item_even_inside_large_units(no_leaks: None) -> None:
 def test_statistics_are_available_as_soon_as_open_sync_returns() -> None:
     with snake.from_iterable(range(10)).map(funcs.inc).skip(2).take(5).open_sync() as items:
         stats = items.statistics()
-        assert [s.name for s in stats.stages] == ["#0 from_iterable(<range len=10>)", "#1 map(inc)", "#2 skip(2)", "#3 take(5)"]
+        assert [s.name for s in stats.stages] == [
+            "#0 from_iterable(<range len=10>)",
+            "#1 map(inc)",
+            "#2 skip(2)",
+            "#3 take(5)",
+        ]
         assert list(items) == [3, 4, 5, 6, 7]
         stats = items.statistics()
     assert stats.stage(2).items_in == stats.stage(1).items_out
@@ -342,7 +381,9 @@ def test_workers_write_batches_directly_and_held_batches_never_change(
         stats = batches.statistics()
     full, rest = divmod(n, 8)
     assert len(held) == len(range(0, full + (1 if rest and not drop_last else 0), 3))
-    assert stats.stage(2).items_in == n and stats.stage(2).items_out == full + (1 if rest and not drop_last else 0)
+    assert stats.stage(2).items_in == n and stats.stage(2).items_out == full + (
+        1 if rest and not drop_last else 0
+    )
     for k, b, view in held:
         np.testing.assert_array_equal(b[:, 0, 0, 0], np.arange(8 * k, 8 * k + len(b)))
         np.testing.assert_array_equal(view[:, 3, 5, 5], np.arange(8 * k + 1, 8 * k + 3))

@@ -124,6 +124,8 @@ class WorkerPool:
         self._run: trio.lowlevel.TrioToken | None = None
         self._users = 0
         self._limiter: trio.CapacityLimiter | None = None
+        #: The context that close() found in use, for the last stage to stop.
+        self._closing: Any = None
 
     @property
     def workers(self) -> int:
@@ -161,9 +163,18 @@ class WorkerPool:
             await trio.to_thread.run_sync(self.close)
 
     def close(self) -> None:
-        """Stop every worker: they get 5 s in all to exit, then the rest are killed."""
-        context, self._context = self._context, None
-        self._closed = True
+        """Stop every worker: they get 5 s in all to exit, then the rest are killed.
+
+        Stages still running on the pool (closed from another task, say a web
+        service's shutdown while a request runs) make no new call: their next one
+        raises ``RuntimeError``; the workers of the calls in flight are stopped when
+        the last such stage ends.
+        """
+        with self._lock:
+            context, self._context = self._context, None
+            self._closed = True
+            if self._users and context is not None:
+                self._closing = context  # the last stage to leave stops it again
         open_pools.discard(self)
         if context is not None:
             shutdown_context(context)
@@ -201,9 +212,13 @@ class WorkerPool:
             assert self._limiter is not None
             return self._context, self._limiter
 
-    def _release(self) -> None:
+    def _release(self) -> Any:
+        """A context the caller must shut down (the pool closed while stages ran), or None."""
         with self._lock:
             self._users -= 1
-            if not self._users:
-                self._run = None
-                self._limiter = None
+            if self._users:
+                return None
+            self._run = None
+            self._limiter = None
+            context, self._closing = self._closing, None
+            return context

@@ -28,7 +28,7 @@ from .._chan import Chunk, Inbox, Outbox
 from .._collate import Collator
 from .._direct import Dests, SlotBatcher, write_slots
 from .._errors import ErrorBudget, ErrorPolicy, RemoteError, WorkerCrashedError
-from .._pool import WorkerPool, WorkerType, resolve_worker_type
+from .._pool import WorkerPool, WorkerType, resolve_worker_type, shutdown_context
 from .._stats import StageCounters
 from .._util import CHUNK_CAP, add_note, describe_callable
 from .base import Fused, TaskSpec
@@ -526,7 +526,10 @@ class ParMap(TaskSpec):
             try:
                 await self._run_on(context, label, inbox, fused, send, counters, shared)
             finally:
-                self.pool._release()
+                leftover = self.pool._release()
+                if leftover is not None:  # the pool was closed while this stage ran
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(shutdown_context, leftover)
             return
         import trio_parallel
 
@@ -549,6 +552,7 @@ class ParMap(TaskSpec):
     ) -> None:
         """``shared``: a WorkerPool's limiter, held by every call of every stage of this
         trio run on that pool, so that together they keep to its number of workers."""
+        pool = self.pool
         import trio_parallel
 
         fn = self.fn
@@ -584,6 +588,8 @@ class ParMap(TaskSpec):
             # Waiting for a turn on a shared pool counts neither against the timeout
             # nor in the measured time per item.
             async with shared:
+                if pool is not None and pool._closed:
+                    raise RuntimeError(f"stage {label}: {pool!r} was closed while the stage ran")
                 return await attempt_now(items, start)
 
         async def attempt_now(items: Chunk, start: int) -> Chunk:
@@ -738,7 +744,14 @@ class ParMap(TaskSpec):
             async with trio.open_nursery() as nursery:
                 if timeout is not None and progress is not None:
                     nursery.start_soon(watchdog)
-                await self._core(inbox, fused, send, pacer, call, counters).run((warm_up,) * self.workers)
+                warm = (warm_up,) * self.workers
+                if shared is not None:
+                    started = workers.statistics()
+                    if started.idle_workers + started.running_workers >= self.workers:
+                        # A warm pool: no-op calls would only queue behind other stages'
+                        # calls (and a cancelled one would kill a worker for nothing).
+                        warm = ()
+                await self._core(inbox, fused, send, pacer, call, counters).run(warm)
                 nursery.cancel_scope.cancel()
         finally:
             if shm_prefix is not None:
