@@ -406,3 +406,34 @@ def test_direct_batch_mismatch_carries_the_stage_note() -> None:
     with pytest.raises(ValueError) as info:
         stream.to_list()
     assert any(n == "snake: raised in stage #2 batch(8) on item index 9" for n in info.value.__notes__)
+
+
+def test_a_worker_keeps_the_mappings_of_alternating_stage_runs() -> None:
+    """Stages sharing a pool alternate on a worker: each keeps its mappings (no re-map
+    at every switch); ended runs (files removed) and the oldest beyond 4 are unmapped.
+    Runs the worker-side functions in this process, on real /dev/shm files."""
+    from snake import _shm
+
+    prefixes = [_shm.new_prefix() for _ in range(6)]
+    try:
+        for p in prefixes:
+            with open(os.path.join(_shm.SHM_DIR, f"{p}seg"), "wb") as f:
+                f.truncate(_shm.MIN_SHM_BYTES)
+
+        def mapped(p: str) -> object:
+            _shm.worker_run(p)
+            return _shm.worker_map(f"{p}seg", _shm.MIN_SHM_BYTES)
+
+        a, b = mapped(prefixes[0]), mapped(prefixes[1])
+        assert mapped(prefixes[0]) is a and mapped(prefixes[1]) is b  # kept across switches
+        _shm.cleanup(prefixes[0])  # run 0 ended
+        mapped(prefixes[2])
+        assert prefixes[0] not in _shm._worker_maps and a.closed  # type: ignore[attr-defined]
+        for p in prefixes[3:]:
+            mapped(p)
+        assert list(_shm._worker_maps) == prefixes[2:]  # at most 4 runs, the latest
+        assert b.closed  # type: ignore[attr-defined]
+    finally:
+        for p in prefixes:
+            _shm.cleanup(p)
+        _shm.worker_run(_shm.new_prefix())  # leave no mapping of this test behind

@@ -63,9 +63,21 @@ class ShmArray:
 
 # -- worker side ------------------------------------------------------------------------
 
-#: Segments this worker has mapped, by name, for the current run prefix only.
-_worker_maps: dict[str, mmap.mmap] = {}
+#: Stage runs whose segments this worker keeps mapped, most recent last. Stages of one
+#: trio run can share a WorkerPool, so calls of a few runs alternate on a worker: their
+#: mappings are kept (no re-mapping, no re-faulting at every switch), up to this many.
+_WORKER_RUNS = 4
+#: Segments this worker has mapped: run prefix -> segment name -> mapping.
+_worker_maps: dict[str, dict[str, mmap.mmap]] = {}
 _worker_prefix = ""
+
+
+def _unmap(maps: dict[str, mmap.mmap]) -> None:
+    for mm in maps.values():
+        try:
+            mm.close()
+        except BufferError:
+            pass
 
 
 def _round_up(n: int) -> int:
@@ -73,27 +85,32 @@ def _round_up(n: int) -> int:
 
 
 def worker_run(prefix: str) -> None:
-    """In a worker, at each call: a new stage run forgets (unmaps) the previous one's files."""
+    """In a worker, at each call: make ``prefix`` the current stage run, and unmap the
+    files of runs that have ended (the main process removed them) or are the oldest."""
     global _worker_prefix
-    if prefix != _worker_prefix:
-        for mm in _worker_maps.values():
-            try:
-                mm.close()
-            except BufferError:
-                pass
-        _worker_maps.clear()
-        _worker_prefix = prefix
+    if prefix == _worker_prefix:
+        return
+    current = _worker_maps.pop(prefix, {})
+    for old in list(_worker_maps):
+        maps = _worker_maps[old]
+        first = next(iter(maps), None)
+        ended = first is None or not os.path.exists(os.path.join(SHM_DIR, first))
+        if ended or len(_worker_maps) >= _WORKER_RUNS:
+            _unmap(_worker_maps.pop(old))
+    _worker_maps[prefix] = current
+    _worker_prefix = prefix
 
 
 def worker_map(name: str, size: int, populate: bool = True) -> mmap.mmap:
     """In a worker: ``name`` mapped whole (once per stage run). ``populate`` faults every
     page in at once (for a segment written whole; not for a slab written a row at a time)."""
-    mm = _worker_maps.get(name)
+    maps = _worker_maps.setdefault(_worker_prefix, {})
+    mm = maps.get(name)
     if mm is None:
         fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
         try:
             flags = _MAP_FLAGS if populate else mmap.MAP_SHARED
-            mm = _worker_maps[name] = mmap.mmap(fd, size, flags=flags)
+            mm = maps[name] = mmap.mmap(fd, size, flags=flags)
         finally:
             os.close(fd)
     return mm
@@ -262,6 +279,7 @@ def cleanup_stale() -> int:
     """Remove files left by snake main processes that no longer exist."""
     return _unlink_matching(_owner_is_dead)
 
+
 class Progress:
     """Shared int64 slots: a worker writes into its call's slot the index of the item it
     starts, so that after a crash or a timeout the main process knows which item it was."""
@@ -299,7 +317,9 @@ def progress_view(path: str) -> np.ndarray[Any, np.dtype[np.int64]]:
     """In a worker: the mapped progress slots at ``path`` (mapped once per stage run)."""
     view = _worker_progress.get(path)
     if view is None:
-        _worker_progress.clear()  # a new stage run: drop the previous run's slots
+        # A new stage run: keep the slots of the few latest (runs sharing a pool alternate).
+        while len(_worker_progress) >= _WORKER_RUNS:
+            del _worker_progress[next(iter(_worker_progress))]
         fd = os.open(path, os.O_RDWR)
         try:
             mm = mmap.mmap(fd, os.fstat(fd).st_size)
