@@ -7,7 +7,12 @@ a process or a shared-memory file behind, and expect the law's name in the failu
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import math
+import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,16 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import funcs
+import numpy as np
 import pytest
 import trio
 from hypothesis import HealthCheck, Phase, assume, find, given, settings
 from hypothesis import strategies as st
 
 import snake
+import snake.aio
 import snake.testing
 from snake import _shm
-from snake.testing import Pipeline, assert_no_leaks, check_stage, check_stage_async, pipelines
-from snake.testing._model import Tail
+from snake.testing import Pipeline, _leaks, assert_no_leaks, check_stage, check_stage_async, pipelines
+from snake.testing._model import Tail, multiset_diff, same_list
 from snake.testing._pipelines import _build, _Op
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +89,38 @@ def leaks_a_segment(x: int) -> int:
     # What a stage that forgot its cleanup leaves: a file with snake's prefix for this process.
     path = os.path.join(_shm.SHM_DIR, f"snake-{os.getpid()}-testleak-{x}-{time.monotonic_ns()}")
     open(path, "w").close()
+    return x
+
+
+def float32_nan(x: int) -> np.float32:
+    return np.float32("nan")
+
+
+class BadKeyError(Exception):
+    """An exception that cannot be pickled (it holds a lock), whose name holds "KeyError"."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable(x: int) -> int:
+    raise BadKeyError(f"item {x}")
+
+
+def key_error_here_another_error_in_workers(x: int) -> int:
+    """A KeyError in the sequential reference, but a BadKeyError in worker processes."""
+    if multiprocessing.parent_process() is not None:
+        raise BadKeyError(f"item {x}")
+    raise KeyError(x)
+
+
+_seen: list[object] = []
+
+
+def record(x: int) -> int:
+    """A function of its item with a side effect: it records what it was called with."""
+    _seen.append(x)
     return x
 
 
@@ -246,6 +285,69 @@ def test_assert_no_leaks_validates_grace_and_use() -> None:
         check.__enter__()
 
 
+def test_a_zombie_child_started_in_the_block_is_a_leak() -> None:
+    # A child that exited but was never waited for keeps its process-table entry.
+    with (
+        pytest.raises(
+            AssertionError, match=r"  - process \d+: true, exited but never waited for \(a zombie\)"
+        ),
+        assert_no_leaks(grace=0.1),
+    ):
+        proc = subprocess.Popen(["true"])
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+    proc.wait()
+
+
+async def test_a_trio_cache_thread_idle_before_and_running_a_job_of_the_block_is_a_leak() -> None:
+    await trio.to_thread.run_sync(lambda: None)  # an idle thread of trio's cache at entry
+    stop = threading.Event()
+    with pytest.raises(
+        AssertionError, match=r"  - thread .wait from .*. of trio's thread cache, still running a job"
+    ):
+        async with assert_no_leaks(grace=0.1):
+            with trio.move_on_after(0.05):
+                await trio.to_thread.run_sync(stop.wait, abandon_on_cancel=True)
+    stop.set()
+
+
+async def test_the_async_check_waits_in_real_time_under_the_autojump_clock(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans = [0]
+    leaks = _leaks._Snapshot.leaks
+
+    def counting(self: Any) -> list[str]:
+        scans[0] += 1
+        return leaks(self)
+
+    monkeypatch.setattr(_leaks._Snapshot, "leaks", counting)
+    start = time.monotonic()
+    async with assert_no_leaks(grace=2.0):
+        threading.Thread(target=time.sleep, args=(0.3,), name="short").start()
+    # Polled every 20 ms of real time, not in a tight loop for the thread's 0.3 s.
+    assert 0.25 < time.monotonic() - start < 1.5
+    assert scans[0] < 40, scans
+
+
+def test_check_stage_and_check_run_from_asyncio_while_a_snake_aio_pipeline_is_open() -> None:
+    # snake.aio's trio guest run stays registered in the loop's thread between its ticks:
+    # asyncio code is not "inside trio", and the leak check does not count the guest's tasks.
+    p = _build([1, 2, 3], [_Op("par_map", funcs.double, 2)], None, 2)
+
+    async def main() -> None:
+        stream = snake.from_iterable(range(10_000)).par_then(funcs.ajitter, limit=4)
+        async with snake.aio.open(stream) as items:
+            with assert_no_leaks(grace=0.5):
+                for _ in range(20):
+                    await items.__anext__()  # par_then starts trio tasks of the guest run
+            async with assert_no_leaks(grace=0.5):
+                await items.__anext__()
+            p.check()
+            assert check_stage(triple, items=ints, backends=["thread"], settings=FAIL_FAST)
+
+    asyncio.run(main())
+
+
 # -- pipelines() --------------------------------------------------------------------------
 
 ALL = pipelines(
@@ -367,6 +469,24 @@ def test_process_stages_can_share_a_pool() -> None:
     assert any("pool=<WorkerPool>" in r for r in seen), seen
 
 
+def test_every_process_stage_of_a_pipeline_runs_on_the_pool() -> None:
+    with snake.WorkerPool(2) as pool:
+        strategy = pipelines(ints, maps=[funcs.double], backends=["process"], pool=pool, max_stages=4)
+        p = find(strategy, lambda p: repr(p.stream).count("pool=<WorkerPool>") >= 2 and p.reference)
+        assert "backend='process'" not in repr(p.stream)
+        p.check()
+
+
+def test_a_pool_without_process_backends_is_refused() -> None:
+    with (
+        snake.WorkerPool(1) as pool,
+        pytest.raises(
+            ValueError, match=r"pipelines: pool=WorkerPool\(workers=1.* runs process par_map stages"
+        ),
+    ):
+        pipelines(pool=pool)
+
+
 def test_check_refuses_to_run_inside_trio() -> None:
     p = find(ALL, lambda p: True)
 
@@ -484,6 +604,68 @@ def test_a_stage_that_hides_an_exception_fails_the_error_law() -> None:
     assert "the sequential reference raised Boom, but the pipeline gave [] without raising" in str(info.value)
 
 
+def test_items_compare_by_kind_and_value_and_every_nan_equals_itself() -> None:
+    for nan in (float("nan"), np.float64("nan"), np.float32("nan"), np.float16("nan"), complex(math.nan, 1)):
+        assert same_list([nan, [nan]], [nan, [nan]]) == "", nan
+        assert multiset_diff([nan, {"k": nan}], [{"k": nan}, nan]) == "", nan
+    assert same_list([np.float32("nan")], [float("nan")]) == ""
+    assert same_list([complex(math.nan, 1)], [complex(1, math.nan)]) != ""
+    # bool, int, float and complex are told apart, though 1 == True == 1.0 == 1 + 0j
+    for a, b in [(1, True), (1, 1.0), (0, False), (1.0, 1 + 0j), (True, 1.0)]:
+        assert "first difference at index 0" in same_list([a], [b]), (a, b)
+        assert "missing" in multiset_diff([a], [b]), (a, b)
+    # a NumPy scalar equals the Python number of the same kind and value
+    for a, b in [(np.int64(1), 1), (np.uint8(3), 3), (np.float32(0.5), 0.5), (np.True_, True)]:
+        assert same_list([a], [b]) == "" and multiset_diff([a], [b]) == "", (a, b)
+    assert same_list([np.float32(0.1)], [0.1]) != ""  # not the same value
+    assert same_list([np.int64(1)], [np.True_]) != ""
+    pair = collections.namedtuple("pair", "a b")
+    assert same_list([pair(1, 2)], [(1, 2)]) != ""
+    assert same_list([pair(1, math.nan)], [pair(1, math.nan)]) == ""
+
+
+def test_a_stage_that_changes_the_type_of_its_items_fails() -> None:
+    with pytest.raises(AssertionError, match=LAW_ORDERED) as info:
+        check_stage(lambda s: s.map(float), items=ints, reference=lambda xs: xs, settings=FAIL_FAST)
+    assert re.search(r"first difference at index 0: expected (-?\d+), got \1\.0;", str(info.value))
+
+
+def test_a_function_giving_numpy_nan_passes() -> None:
+    check_stage(float32_nan, items=ints, backends=["thread"], settings=FAIL_FAST)
+
+
+def test_an_unpicklable_error_comes_back_as_remote_error_of_exactly_its_type() -> None:
+    check_stage(raise_unpicklable, items=ints, backends=["process"], settings=FAIL_FAST)
+    with pytest.raises(AssertionError, match=LAW_ERRORS) as info:
+        check_stage(
+            key_error_here_another_error_in_workers, items=ints, backends=["process"], settings=FAIL_FAST
+        )
+    assert (
+        "raised KeyError in the sequential reference, but the pipeline raised RemoteError: BadKeyError"
+        in str(info.value)
+    )
+
+
+def test_check_stage_calls_a_function_of_items_with_items_only() -> None:
+    _seen.clear()
+    check_stage(record, items=ints, backends=["thread"], settings=FAIL_FAST)
+    assert _seen and all(isinstance(x, int) for x in _seen), [x for x in _seen if not isinstance(x, int)]
+
+
+def test_a_stage_without_reference_is_refused_from_its_annotations_before_any_run() -> None:
+    _seen.clear()
+
+    def stage(s: snake.Stream[int]) -> snake.Stream[int]:
+        _seen.append(s)
+        return s.map(record)
+
+    with pytest.raises(
+        TypeError, match=r"check_stage: stage is annotated with Stream: for a stage .*pass reference="
+    ):
+        check_stage(stage, items=ints)
+    assert _seen == []
+
+
 @pytest.mark.parametrize(
     ("fn", "what"),
     [
@@ -513,8 +695,10 @@ def test_check_stage_validates_its_arguments() -> None:
         check_stage(triple, items=ints, max_items=0)
     with pytest.raises(TypeError, match=r"check_stage: settings=\{\} must be a hypothesis.settings"):
         check_stage(triple, items=ints, settings={})  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"returned a Stream: for a stage .*pass reference="):
-        check_stage(lambda s: s.map(triple), items=ints, settings=FAIL_FAST)
+    # Without annotations, a stage is caught at its first item (never called with a Stream).
+    some_items = settings(max_examples=20, deadline=None, phases=[Phase.explicit, Phase.generate])
+    with pytest.raises(TypeError, match=r"'map' is a Stream method: for a stage .*pass reference="):
+        check_stage(lambda s: s.map(triple), items=ints, settings=some_items)
 
 
 async def test_check_stage_refuses_trio_and_check_stage_async_runs_there() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import pickle
+import re
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +32,7 @@ from ._model import (
     short,
 )
 from ._pipelines import _aidentity, gather
-from ._run import collect_open, collect_sync, refuse_trio, release_check, run_coroutines
+from ._run import collect_sync, refuse_trio, release_check, run_coroutines, run_open
 
 _BACKENDS = ("thread", "process")
 _DEFAULT_SETTINGS = hypothesis.settings(
@@ -168,6 +171,9 @@ class _Checker:
                 try:
                     results.append(fn(x))
                 except Exception as exc:
+                    misuse = _stage_called_with_item(fn, x, exc)
+                    if misuse is not None:
+                        raise misuse from exc
                     results.append(_Raised(exc))
         errors = tuple(dict.fromkeys(type(r.exc) for r in results if isinstance(r, _Raised)))
         return _Outcome([] if errors else results, errors)
@@ -176,14 +182,12 @@ class _Checker:
         expected = self.outcome(xs)
         for p in self.placements:
             stream = self.stream(p, xs)
-            self.check_run(
-                stream, p, "open()", xs, expected, functools.partial(trio.run, collect_open, stream)
-            )
+            self.check_run(stream, p, "open()", xs, expected, functools.partial(run_open, stream))
             self.check_run(stream, p, "open_sync()", xs, expected, functools.partial(collect_sync, stream))
             if expected.errors:
                 continue  # which items run before the error stops the pipeline depends on timing
             taken = stream.take(k)
-            run_taken = functools.partial(trio.run, collect_open, taken)
+            run_taken = functools.partial(run_open, taken)
             self.check_stop(taken, p, "open()", xs, expected, k, run_taken)
             how = f"open_sync(), breaking out after {k} items"
             self.check_stop(stream, p, how, xs, expected, k, functools.partial(collect_sync, stream, k))
@@ -233,7 +237,7 @@ class _Checker:
 
     def check_error(self, header: str, exc: Exception, allowed: tuple[type[BaseException], ...]) -> None:
         names = ", ".join(e.__name__ for e in allowed)
-        if isinstance(exc, RemoteError) and any(e.__name__ in str(exc) for e in allowed):
+        if isinstance(exc, RemoteError) and any(_remote_error_of(exc, e) for e in allowed):
             return  # an exception that cannot be pickled comes back from a worker as text
         if type(exc) not in allowed:
             raise AssertionError(
@@ -281,18 +285,77 @@ class _Checker:
             )
 
 
-def _refuse_stage_without_reference(fn: Callable[..., Any]) -> None:
-    """A function of a Stream that returns a Stream is a stage: it needs ``reference=``."""
-    arg: Stream[Any] = from_iterable(())
+def _remote_error_of(exc: RemoteError, cls: type[BaseException]) -> bool:
+    """Whether a worker's ``RemoteError`` stands for an exception of exactly type ``cls``.
+
+    Its message is ``"<qualname>: <message>"`` then the worker's traceback, whose last
+    exception line names the type as ``traceback`` does (``module.qualname``, builtins and
+    ``__main__`` without the module).
+    """
+    text = str(exc)
+    if not text.startswith(f"{cls.__qualname__}: "):
+        return False
+    name = cls.__qualname__
+    if cls.__module__ not in ("builtins", "__main__"):
+        name = f"{cls.__module__}.{name}"
+    return any(line == name or line.startswith(f"{name}: ") for line in text.splitlines()[1:])
+
+
+_STAGE_ANNOTATION = re.compile(r"(?<![\w.])(?:[\w.]*\.)?Stream\b")
+
+
+def _is_stream_annotation(annotation: object) -> bool:
+    if isinstance(annotation, str):  # not evaluated (``from __future__ import annotations``)
+        return bool(_STAGE_ANNOTATION.search(annotation))
+    return annotation is Stream or typing.get_origin(annotation) is Stream
+
+
+def _annotated_as_stage(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s annotations say it takes or returns a Stream (it is not called)."""
     try:
-        probe = fn(arg)
+        sig = inspect.signature(fn, eval_str=True)
     except Exception:
-        return  # a function of items: a Stream is no item of it
-    if isinstance(probe, Stream) and probe is not arg:  # (an identity gives its argument back)
+        try:
+            sig = inspect.signature(fn)  # annotations that do not evaluate stay text
+        except (TypeError, ValueError):
+            return False  # a builtin without a signature
+    params = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    annotations = [sig.return_annotation, *(p.annotation for p in params[:1])]
+    return any(a is not sig.empty and _is_stream_annotation(a) for a in annotations)
+
+
+def _refuse_stage_without_reference(fn: Callable[..., Any]) -> None:
+    """A function annotated as taking or returning a Stream is a stage: it needs ``reference=``.
+
+    Decided from the annotations alone: ``fn`` is never called with a Stream (a function of
+    items may do IO). An unannotated stage is caught when it first meets an item
+    (:func:`_stage_called_with_item`).
+    """
+    if _annotated_as_stage(fn):
         raise TypeError(
-            f"check_stage: {describe_callable(fn)} returned a Stream: for a stage "
+            f"check_stage: {describe_callable(fn)} is annotated with Stream: for a stage "
             "(a function of a Stream), pass reference= too"
         )
+
+
+#: Public attributes of a Stream: a stage calls them on its argument.
+_STREAM_ATTRIBUTES = frozenset(n for n in dir(Stream) if not n.startswith("_"))
+
+
+def _stage_called_with_item(fn: Callable[..., Any], x: Any, exc: Exception) -> TypeError | None:
+    """The error for a stage without ``reference=`` called with an item ``x``, if ``exc`` is
+    what such a call raises: ``x.map`` (any Stream method) missing on the item."""
+    if (
+        isinstance(exc, AttributeError)
+        and exc.obj is x
+        and exc.name in _STREAM_ATTRIBUTES
+        and not hasattr(type(x), exc.name)
+    ):
+        return TypeError(
+            f"check_stage: {describe_callable(fn)}({short(x)}) raised AttributeError: {exc}; "
+            f"{exc.name!r} is a Stream method: for a stage (a function of a Stream), pass reference= too"
+        )
+    return None
 
 
 @attrs.frozen

@@ -2,11 +2,14 @@
 
 A snapshot is taken when the block is entered; when it is left, whatever is new
 and still alive is a leak: Python threads (except idle threads of trio's thread
-cache), descendant processes (except idle workers of a ``WorkerPool`` that was
-open when the block was entered, and multiprocessing's own helper processes),
-snake's shared-memory files of this process in ``/dev/shm``, and trio tasks of
-the current run. The OS needs a moment to reap what was stopped, so leaks are
-looked for again until ``grace`` seconds have passed before they are reported.
+cache; one that was idle at entry and runs a job at exit is a leak), descendant
+processes (except idle workers of a ``WorkerPool`` that was open when the block
+was entered, and multiprocessing's own helper processes) and child processes that
+exited but were never waited for (zombies), snake's shared-memory files of this
+process in ``/dev/shm``, and trio tasks of the current run (when the block runs in
+a trio task). The OS needs a moment to reap what was stopped, so leaks are looked
+for again, on the wall clock, until ``grace`` seconds have passed before they are
+reported.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
+import attrs
 import trio
 
 from .. import _pool, _shm
@@ -44,10 +48,23 @@ def check_grace(method: str, grace: object) -> float:
 # -- what is alive ----------------------------------------------------------------------
 
 
-def _linux_descendants() -> dict[tuple[int, str], str]:
-    """Live descendants of this process from ``/proc``: (pid, start time) -> command line."""
+@attrs.frozen
+class _Proc:
+    """A descendant process as the leak check reports it."""
+
+    #: Its command line (its name, for a zombie, which has none).
+    cmd: str
+    #: Its parent is this process.
+    child: bool
+    #: It has exited, but its parent has not waited for it yet.
+    zombie: bool
+
+
+def _linux_descendants() -> dict[tuple[int, str], _Proc]:
+    """Descendants of this process from ``/proc``: (pid, start time) -> what it is."""
     parent: dict[int, int] = {}
     start: dict[int, str] = {}
+    zombie: dict[int, str] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -57,20 +74,26 @@ def _linux_descendants() -> dict[tuple[int, str], str]:
         except OSError:
             continue  # gone meanwhile
         # "pid (comm) state ppid ... starttime(22nd)": comm may hold spaces and parentheses.
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) < 20 or fields[0] in ("Z", "X"):
-            continue  # a zombie has exited; only its parent's wait() is missing
+        head, _, tail = stat.rpartition(")")
+        fields = tail.split()
+        if len(fields) < 20 or fields[0] == "X":
+            continue  # dead: it is being reaped
         pid = int(entry)
         parent[pid] = int(fields[1])
         start[pid] = fields[19]
+        if fields[0] == "Z":
+            zombie[pid] = head.partition("(")[2]
     children: dict[int, list[int]] = {}
     for pid, ppid in parent.items():
         children.setdefault(ppid, []).append(pid)
-    found: dict[tuple[int, str], str] = {}
-    stack = list(children.get(os.getpid(), []))
+    me = os.getpid()
+    found: dict[tuple[int, str], _Proc] = {}
+    stack = list(children.get(me, []))
     while stack:
         pid = stack.pop()
-        found[(pid, start[pid])] = _cmdline(pid)
+        is_zombie = pid in zombie
+        cmd = zombie[pid] if is_zombie else _cmdline(pid)
+        found[(pid, start[pid])] = _Proc(cmd, parent[pid] == me, is_zombie)
         stack.extend(children.get(pid, []))
     return found
 
@@ -84,7 +107,7 @@ def _cmdline(pid: int) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
-def _descendants() -> dict[tuple[int, str], str]:
+def _descendants() -> dict[tuple[int, str], _Proc]:
     if os.path.isdir("/proc/self/task"):
         return _linux_descendants()
     try:
@@ -92,13 +115,19 @@ def _descendants() -> dict[tuple[int, str], str]:
     except ImportError:
         import multiprocessing
 
-        # Without /proc or psutil only multiprocessing's own children can be seen.
-        return {(p.pid or 0, ""): p.name for p in multiprocessing.active_children()}
-    found: dict[tuple[int, str], str] = {}
+        # Without /proc or psutil only multiprocessing's own children can be seen (and
+        # active_children() reaps those that exited: no zombies).
+        return {(p.pid or 0, ""): _Proc(p.name, True, False) for p in multiprocessing.active_children()}
+    found: dict[tuple[int, str], _Proc] = {}
+    me = os.getpid()
     for p in psutil.Process().children(recursive=True):
         try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                found[(p.pid, str(p.create_time()))] = " ".join(p.cmdline())[:100]
+            if p.status() == psutil.STATUS_ZOMBIE:
+                found[(p.pid, str(p.create_time()))] = _Proc(p.name(), p.ppid() == me, True)
+            else:
+                found[(p.pid, str(p.create_time()))] = _Proc(
+                    " ".join(p.cmdline())[:100], p.ppid() == me, False
+                )
         except psutil.Error:
             pass
     return found
@@ -139,12 +168,19 @@ def _segments() -> set[str]:
         return set()
 
 
-def _current_run() -> trio.lowlevel.Task | None:
-    """The root task of the trio run of this thread, or None outside trio."""
+def _in_trio_task() -> bool:
+    # Not current_trio_token(): a guest run (snake.aio on asyncio) stays registered in its
+    # thread while the asyncio code around it runs outside any trio task.
     try:
-        return trio.lowlevel.current_root_task()
+        trio.lowlevel.current_task()
     except RuntimeError:
-        return None
+        return False
+    return True
+
+
+def _current_run() -> trio.lowlevel.Task | None:
+    """The root task of the trio run whose task runs this code, or None outside a trio task."""
+    return trio.lowlevel.current_root_task() if _in_trio_task() else None
 
 
 def _tasks(root: trio.lowlevel.Task) -> set[trio.lowlevel.Task]:
@@ -162,10 +198,11 @@ def _tasks(root: trio.lowlevel.Task) -> set[trio.lowlevel.Task]:
 
 
 class _Snapshot:
-    __slots__ = ("pools", "processes", "root", "segments", "tasks", "threads")
+    __slots__ = ("idle_cache_threads", "pools", "processes", "root", "segments", "tasks", "threads")
 
     def __init__(self) -> None:
         self.threads = set(threading.enumerate())
+        self.idle_cache_threads = {t for t in self.threads if t.name.startswith(_IDLE_TRIO_THREAD)}
         self.processes = set(_descendants())
         self.segments = _segments()
         self.pools = tuple(p for p in list(_pool.open_pools) if p._context is not None)
@@ -176,13 +213,22 @@ class _Snapshot:
         """What is alive now and was not when the snapshot was taken."""
         out: list[str] = []
         for t in threading.enumerate():
-            if t in self.threads or not t.is_alive() or t.name.startswith(_IDLE_TRIO_THREAD):
+            if not t.is_alive() or t.name.startswith(_IDLE_TRIO_THREAD):
                 continue
-            out.append(f"thread {t.name!r} (daemon={t.daemon})")
+            if t in self.idle_cache_threads:
+                # trio names a cache thread after the job it runs (to_thread.run_sync's
+                # "fn from task"): one idle before the block runs a job of the block.
+                out.append(f"thread {t.name!r} of trio's thread cache, still running a job")
+            elif t not in self.threads:
+                out.append(f"thread {t.name!r} (daemon={t.daemon})")
         excused = _helper_pids() | _idle_pool_pids(self.pools)
-        for (pid, started), cmd in sorted(_descendants().items()):
-            if (pid, started) not in self.processes and pid not in excused:
-                out.append(f"process {pid}: {cmd}")
+        for (pid, started), proc in sorted(_descendants().items()):
+            if (pid, started) in self.processes or pid in excused:
+                continue
+            if not proc.zombie:
+                out.append(f"process {pid}: {proc.cmd}")
+            elif proc.child:  # a grandchild is its parent's to wait for
+                out.append(f"process {pid}: {proc.cmd}, exited but never waited for (a zombie)")
         for pool in self.pools:
             if pool._context is None:
                 continue  # closed inside the block: its workers were stopped
@@ -207,8 +253,9 @@ class _Snapshot:
 class LeakCheck:
     """The context manager that :func:`assert_no_leaks` returns: ``with`` and ``async with``.
 
-    Use ``async with`` inside trio: it waits for the grace period with ``trio.sleep``
-    instead of blocking the event loop.
+    Use ``async with`` inside trio: it waits for the grace period in a thread (wall-clock
+    time, also under a virtual clock) instead of blocking the event loop. Under asyncio,
+    ``async with`` waits with ``asyncio.sleep``.
     """
 
     __slots__ = ("_context", "_grace", "_snapshot")
@@ -265,12 +312,21 @@ class LeakCheck:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._snapshot is not None
-        # Real time: under pytest-trio's autojump clock trio.sleep returns at once, but
-        # the OS reaps threads and processes on the wall clock.
         deadline = time.monotonic() + self._grace
+        if not _in_trio_task():  # asyncio code (snake.aio): its loop waits
+            import asyncio
+
+            while (leaks := self._snapshot.leaks()) and time.monotonic() < deadline:
+                await asyncio.sleep(_POLL_S)
+            self._finish(leaks, exc)
+            return
+        # Real time: under a virtual clock (pytest-trio's autojump_clock) trio.sleep returns
+        # at once, but the OS reaps threads and processes on the wall clock. The sleep runs
+        # in a thread of trio's cache under a limiter of its own (the default one may be full).
+        limiter = trio.CapacityLimiter(1)
         with trio.CancelScope(shield=True):
             while (leaks := self._snapshot.leaks()) and time.monotonic() < deadline:
-                await trio.sleep(_POLL_S)
+                await trio.to_thread.run_sync(time.sleep, _POLL_S, limiter=limiter)
         self._finish(leaks, exc)
 
 
@@ -282,14 +338,17 @@ def assert_no_leaks(*, grace: float = 2.0) -> LeakCheck:
     OS can reap what was stopped):
 
     - Python threads that were not running when the block was entered, except trio's
-      idle thread-cache threads (a cache thread running a job is a leak);
+      idle thread-cache threads (a cache thread running a job is a leak, also one that
+      was idle when the block was entered);
     - descendant processes that were not running, except the idle workers of a
       :class:`snake.WorkerPool` that was open when the block was entered, and
       multiprocessing's resource tracker and forkserver; a pool worker still running
       a job, a pool still held by a stage, or a pool entered in the block and still
-      open are leaks too;
+      open are leaks too; so is a child process started in the block that exited but
+      was never waited for (a zombie);
     - files of this process's shared-memory segments, ``/dev/shm/snake-<pid>-*``;
-    - when the block runs inside trio: new tasks of the current run, anywhere in it.
+    - when the block runs in a trio task: new tasks of the current run, anywhere in it
+      (not from asyncio code, even while a ``snake.aio`` guest run is open).
 
     Raises ``AssertionError`` listing each leak; if the block raised, the list goes
     into a note on that exception instead.

@@ -1,7 +1,8 @@
 """What a pipeline may give: the sequential reference, and how ordering weakens it.
 
 Items are compared through a canonical form (:func:`canonical`) so that lists,
-dicts, NumPy arrays and NaN can be counted as a multiset. An output is checked
+dicts, NumPy arrays and NaN can be counted as a multiset, and numbers of another
+kind (``1`` for ``True`` or ``1.0``) are told apart. An output is checked
 against an :class:`Expect`:
 
 - ``exact``: the items of the reference, in order (every stage so far keeps order);
@@ -44,14 +45,50 @@ LAW_RUNS_AGREE = "without unordered stages, every run gives the same items in th
 _MAX_REPR = 300
 
 
+def _real(x: Any) -> Hashable:
+    """A real number's value, with every NaN the same (NaN != NaN, but it is the same item)."""
+    if math.isnan(x):
+        return "nan"
+    # float16/32/64 widen to a float exactly; a longdouble keeps its precision (and equals a
+    # float of the same value, as NumPy scalars do).
+    return float(x) if not isinstance(x, np.floating) or x.itemsize <= 8 else x
+
+
+def _number(x: Any) -> Hashable | None:
+    """The canonical form of a bool, int, float or complex (Python's or NumPy's), else None.
+
+    The kind goes into it: ``1``, ``True``, ``1.0`` and ``1+0j`` compare equal in Python,
+    but a stage that gives one for another gives the wrong type. A NumPy scalar equals the
+    Python number of the same kind and value (``np.int64(1)`` and ``1``: ``.item()`` and
+    ``.tolist()`` make one from the other), while ``np.float32(0.1)`` is not ``0.1``.
+    """
+    t = type(x)
+    if t is bool or isinstance(x, np.bool_):
+        return ("bool", bool(x))
+    if t is int or isinstance(x, np.integer):
+        return ("int", int(x))
+    if t is float or isinstance(x, np.floating):
+        return ("float", _real(x))
+    if t is complex or isinstance(x, np.complexfloating):
+        return ("complex", _real(x.real), _real(x.imag))
+    if isinstance(x, (np.datetime64, np.timedelta64)) and np.isnat(x):
+        return ("nat", str(x.dtype))
+    return None
+
+
 def canonical(x: object) -> Hashable:
-    """A hashable stand-in for ``x`` that equals another's when the items are equal."""
-    if isinstance(x, float) and math.isnan(x):
-        return ("float", "nan")
+    """A hashable stand-in for ``x`` that equals another's when the items are equal.
+
+    Numbers compare by kind and value (:func:`_number`), and every NaN equals itself;
+    lists, tuples, dicts and sets by content; NumPy arrays by dtype, shape and bytes.
+    """
+    number = _number(x)
+    if number is not None:
+        return number
     if isinstance(x, list):
         return ("list", tuple(canonical(v) for v in x))
-    if isinstance(x, tuple) and type(x) is tuple:
-        return ("tuple", tuple(canonical(v) for v in x))
+    if isinstance(x, tuple):  # a named tuple is not the plain tuple of its fields
+        return ("tuple", type(x).__qualname__, tuple(canonical(v) for v in x))
     if isinstance(x, dict):
         return ("dict", frozenset((canonical(k), canonical(v)) for k, v in x.items()))
     if isinstance(x, (set, frozenset)):

@@ -23,7 +23,7 @@ from ._model import (
     same_list,
     short,
 )
-from ._run import collect_open, collect_sync, refuse_trio, release_check, run_coroutines
+from ._run import collect_open, collect_sync, refuse_trio, release_check, run_coroutines, run_open
 
 Backend = Literal["thread", "process"]
 _BACKENDS = ("thread", "process")
@@ -285,10 +285,10 @@ class Pipeline:
         """
         refuse_trio("Pipeline.check()", "await pipeline.check_async()")
         self._raise_reference_error()
-        got = self._run_sync("open()", lambda: trio.run(collect_open, self.stream))
+        got = self._run_sync("open()", lambda: run_open(self.stream))
         self.verify(got, how="open()")
         how = f"open(), breaking out after {self.stop} items"
-        stopped = self._run_sync(how, lambda: trio.run(collect_open, self.stream, self.stop))
+        stopped = self._run_sync(how, lambda: run_open(self.stream, self.stop))
         self._verify_stop(stopped, how)
         self._agree(got, self._sync_laws())
 
@@ -376,8 +376,9 @@ def pipelines(
 
     The functions must be pure (the result depends on the item only), map items to items
     of the same kind (so that any chain is valid), and not raise on the items drawn.
-    Process ``par_map`` stages start 1 or 2 workers of their own, or run on ``pool``
-    (a :class:`snake.WorkerPool` that is open while the pipelines run).
+    Process ``par_map`` stages start 1 or 2 workers of their own or, with ``pool`` (a
+    :class:`snake.WorkerPool` that is open while the pipelines run; ``backends`` must
+    hold ``"process"``), all run on the pool's workers, which they share.
     """
     if items is None:
         items = st.integers()
@@ -401,6 +402,11 @@ def pipelines(
     _check_int("max_items", max_items, 0)
     if pool is not None and not isinstance(pool, WorkerPool):
         raise TypeError(f"pipelines: pool={pool!r} must be a snake.WorkerPool or None")
+    if pool is not None and "process" not in chosen:
+        raise ValueError(
+            f"pipelines: pool={pool!r} runs process par_map stages, but backends={backends!r} draws "
+            "none; add 'process' to backends"
+        )
 
     orders = st.booleans() if unordered else st.just(True)
     ops: list[st.SearchStrategy[_Op]] = []
@@ -445,11 +451,13 @@ def pipelines(
         tail = draw(tail_st)
         stop = draw(st.integers(0, max_items))
         if pool is not None:
-            # A pool serves one running stage at a time: the first process stage gets it.
-            for i, op in enumerate(chain):
-                if op.name == "par_map" and op.backend == "process":
-                    chain[i] = attrs.evolve(op, pool=pool, n=min(op.n, pool.workers))
-                    break
+            # The stages of one trio run share a pool: every process stage runs on it.
+            chain = [
+                attrs.evolve(op, pool=pool, n=min(op.n, pool.workers))
+                if op.name == "par_map" and op.backend == "process"
+                else op
+                for op in chain
+            ]
         return _build(source, chain, tail, stop)
 
     return draw_pipeline()

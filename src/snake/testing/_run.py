@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -17,7 +18,22 @@ T = TypeVar("T")
 LAW_GRACE_S = 1.0
 
 
-def in_trio() -> bool:
+def in_trio_task() -> bool:
+    """Whether this code runs in a trio task (an async test, a trio program).
+
+    Not ``current_trio_token()``: a trio *guest* run (``snake.aio`` on asyncio) stays
+    registered in its thread between its ticks, while the asyncio code around it runs
+    outside any trio task and may block or start a ``trio.run`` of its own in a thread.
+    """
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _trio_run_in_thread() -> bool:
+    """Whether a trio run, guest or not, is registered in this thread (no ``trio.run`` here)."""
     try:
         trio.lowlevel.current_trio_token()
     except RuntimeError:
@@ -26,16 +42,17 @@ def in_trio() -> bool:
 
 
 def refuse_trio(call: str, instead: str) -> None:
-    """``call`` runs ``trio.run`` itself, which cannot nest inside a running trio loop."""
-    if in_trio():
+    """``call`` blocks until it is done: inside a trio task that would freeze the trio loop."""
+    if in_trio_task():
         raise RuntimeError(
             f"{call} runs its own trio.run, which cannot run inside trio (an async test); use {instead} there"
         )
 
 
 def run_coroutines(fn: Callable[[], Awaitable[T]]) -> T:
-    """``trio.run(fn)``, in a helper thread if this thread already runs trio."""
-    if not in_trio():
+    """``trio.run(fn)``, in a helper thread if this thread already has a trio run (a trio
+    task that waits, or the guest run of ``snake.aio`` on an asyncio loop)."""
+    if not _trio_run_in_thread():
         return trio.run(fn)
     out: list[T] = []
     error: list[BaseException] = []
@@ -72,6 +89,11 @@ async def collect_open(stream: Stream[Any], stop: int | None = None) -> list[Any
             if stop is not None and len(out) >= stop:
                 break
     return out
+
+
+def run_open(stream: Stream[Any], stop: int | None = None) -> list[Any]:
+    """:func:`collect_open` under a ``trio.run`` of its own (see :func:`run_coroutines`)."""
+    return run_coroutines(functools.partial(collect_open, stream, stop))
 
 
 def collect_sync(stream: Stream[Any], stop: int | None = None) -> list[Any]:
