@@ -485,7 +485,11 @@ async def test_50_concurrent_streaming_clients_get_their_data_in_bounded_memory(
         async def one_client(k: int) -> None:
             nonlocal first_lines
             lines = []
-            async with c.stream("GET", "/stream", params={"n": ITEMS, "start": k * ITEMS}) as r:
+            # delay: each pipeline takes >= ITEMS * 0.04 / 16 = 5 s, so all are open at once
+            # however loaded the machine (2000 short lines alone would fit in socket buffers,
+            # and a pipeline could finish before the last client started).
+            params = {"n": ITEMS, "start": k * ITEMS, "delay": 0.04}
+            async with c.stream("GET", "/stream", params=params) as r:
                 assert r.status_code == 200
                 async for line in r.aiter_lines():
                     lines.append(json.loads(line))
