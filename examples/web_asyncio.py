@@ -6,8 +6,9 @@
 
 snake.aio runs the pipelines on uvicorn's asyncio loop, in trio guest mode. Each
 streaming response opens its own pipeline inside the response's body: it lives as
-long as the HTTP response and is cancelled when the client goes away. The CPU work
-of /preprocess runs on one WorkerPool, started with the app and closed at shutdown.
+long as the HTTP response and is cancelled when the client goes away; so is the
+pipeline of a /preprocess request. Its CPU work runs on one WorkerPool, started with
+the app and closed at shutdown.
 
     python examples/web_asyncio.py --port 8000     # serve until Ctrl-C (0: a free port)
     python examples/web_asyncio.py --self-test     # serve on a free port, check, exit
@@ -31,10 +32,9 @@ import httpx
 import numpy as np
 import trio
 import uvicorn
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from starlette.background import BackgroundTask
 
 import snake
 import snake.aio
@@ -80,7 +80,9 @@ def ndjson(batch):
 
 @asynccontextmanager
 async def lifespan(app):
-    with snake.WorkerPool(2) as pool:
+    # `async with`: at shutdown the pool waits for its workers to exit in a thread, not on
+    # the loop's thread (a plain `with` would block the loop meanwhile).
+    async with snake.WorkerPool(2) as pool:
         # Start the workers now, not on the first request.
         async with snake.aio.open(snake.from_iterable(range(2)).par_map(worker_pid, pool=pool)) as items:
             async for _ in items:
@@ -99,6 +101,55 @@ async def lines(stream):
             yield ndjson(batch)
 
 
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body, and so the pipeline inside it, however the
+    response ends.
+
+    A client that leaves while the body is being iterated cancels the generator, and
+    its pipeline, right there. If that happens in send() instead (the client stopped
+    reading: a cancelled send, or an OSError from servers of ASGI spec 2.4), the
+    generator would wait at its `yield` for the garbage collector.
+    """
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+
+
+class Watch:
+    client_left = False  # the client went away before the response
+
+
+@asynccontextmanager
+async def cancel_on_disconnect(request):
+    """Cancels the block when the HTTP client goes away; `watch.client_left` then says so.
+
+    uvicorn does not cancel a handler whose client has left (Starlette watches for it
+    only while a StreamingResponse streams): it answers `receive()` with
+    `http.disconnect`. A task waits for that and cancels the handler's task, as
+    `asyncio.timeout()` does; the cancellation ends here, unless another came too.
+    """
+    task = asyncio.current_task()
+    watch = Watch()
+
+    async def watch_for_disconnect():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        watch.client_left = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch_for_disconnect())
+    try:
+        yield watch
+    except asyncio.CancelledError:
+        if not watch.client_left or task.uncancel() > 0:
+            raise  # not ours, or not only ours (the server is stopping, say)
+    finally:
+        watcher.cancel()
+
+
 @app.get("/stream")
 async def stream_ndjson(
     n: int = Query(100, ge=0, le=10_000_000),
@@ -112,11 +163,8 @@ async def stream_ndjson(
         .par_map(score, workers=2, backend="thread")
         .batch(batch, collate=None)  # one HTTP body chunk per batch of lines
     )
-    body = lines(stream)
     # A client that leaves cancels the response, and so the pipeline inside `lines`.
-    # If the cancellation lands in send() instead, the generator would wait at its yield
-    # for the garbage collector: aclose() closes it (and its pipeline) right away.
-    return StreamingResponse(body, media_type="application/x-ndjson", background=BackgroundTask(body.aclose))
+    return ClosingStreamingResponse(lines(stream), media_type="application/x-ndjson")
 
 
 class Texts(BaseModel):
@@ -124,14 +172,17 @@ class Texts(BaseModel):
 
 
 @app.post("/preprocess")
-async def preprocess(body: Texts):
+async def preprocess(body: Texts, request: Request):
     stream = snake.from_iterable(body.texts).par_map(featurize, pool=app.state.pool).batch(64)
     features = []
     # The pipelines of all requests run in the loop's one trio runtime, so they share the
     # pool: together they run at most 2 calls at once, taking turns as workers come free.
-    async with snake.aio.open(stream) as items:
+    # A client that leaves cancels its pipeline: its calls on the workers are abandoned.
+    async with cancel_on_disconnect(request) as watch, snake.aio.open(stream) as items:
         async for batch in items:
             features.extend(batch.tolist())
+    if watch.client_left:
+        return Response(status_code=499)  # nobody reads it
     return {"dim": DIM, "features": features}
 
 

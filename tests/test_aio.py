@@ -366,6 +366,102 @@ def test_pipelines_of_one_loop_share_a_worker_pool() -> None:
     res.check(within=2.0)
 
 
+def test_a_cancellation_in_the_turn_that_the_wait_ends_is_not_lost() -> None:
+    # The future completes and the task is cancelled in the same turn of the loop: the
+    # wait must end with the CancelledError, not return as if nothing had happened.
+    async def main() -> tuple[bool, int]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        task = asyncio.create_task(snake.aio._wait_uncancelled(fut))
+        await asyncio.sleep(0)  # the task waits
+
+        def both() -> None:
+            fut.set_result(None)
+            task.cancel()
+
+        loop.call_soon(both)
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True, task.cancelling()
+        return False, task.cancelling()
+
+    assert asyncio.run(main()) == (True, 1)
+
+
+def test_a_cancellation_as_the_runtime_stops_after_the_end_is_not_lost() -> None:
+    # The block ends normally, and the task is cancelled (a client disconnect, a timeout)
+    # in the very turn that the runtime, stopping with its last pipeline, is over.
+    async def consume(tasks: list[asyncio.Task[list[int]]]) -> list[int]:
+        async with snake.aio.open(snake.from_iterable(range(10))) as items:
+            got = [x async for x in items]
+            runtime = snake.aio._registry[asyncio.get_running_loop()]
+            runtime.stopped.add_done_callback(lambda _: tasks[0].cancel())
+        return got
+
+    async def main() -> tuple[str, snake.aio.RuntimeStatistics]:
+        tasks: list[asyncio.Task[list[int]]] = []
+        tasks.append(asyncio.create_task(consume(tasks)))
+        try:
+            await tasks[0]
+        except asyncio.CancelledError:
+            return "cancelled", snake.aio.statistics()
+        return "returned", snake.aio.statistics()
+
+    assert asyncio.run(main()) == ("cancelled", idle_runtime())
+
+
+def test_a_cancelled_anyio_scope_does_not_make_the_wait_spin() -> None:
+    # anyio (Starlette, FastAPI) cancels a task in a cancelled scope again on every turn of
+    # the loop. The pipeline takes 0.6 s to stop: waiting for it must not cost that in CPU.
+    anyio = pytest.importorskip("anyio")
+
+    async def slow_to_stop(x: int) -> int:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(0.6)
+        return x
+
+    async def main() -> tuple[bool, float, float, snake.aio.RuntimeStatistics]:
+        loop = asyncio.get_running_loop()
+        with anyio.CancelScope() as scope:
+            async with snake.aio.open(snake.from_iterable(range(10)).then(slow_to_stop)) as items:
+                loop.call_later(0.1, scope.cancel)
+                t0, cpu0 = time.monotonic(), time.process_time()
+                async for _ in items:  # pragma: no cover
+                    pass
+        took, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        return scope.cancelled_caught, took, cpu, snake.aio.statistics()
+
+    caught, took, cpu, after = asyncio.run(main())
+    assert caught, "the scope's cancellation came out of the block, and the scope took it"
+    assert took >= 0.5, "the block waited for the pipeline to stop"
+    assert cpu < 0.2, f"waiting {took:.2f} s for the pipeline cost {cpu:.2f} s of CPU"
+    assert after == idle_runtime()
+
+
+def test_stopping_a_runtime_before_its_first_tick() -> None:
+    # stop() before the runtime's main task first ran (nursery not there yet) must not
+    # wait forever: the main task sees that the runtime is stopping.
+    async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        runtime = snake.aio._Runtime(loop)
+        runtime.start()
+        assert runtime.nursery is None, "the runtime's main task has not run yet"
+        rescued = []
+
+        def rescue() -> None:  # the bug: stop() waits forever; end the run to end the test
+            rescued.append(True)
+            assert runtime.nursery is not None
+            runtime.run_sync_soon(runtime.nursery.cancel_scope.cancel)
+
+        handle = loop.call_later(5.0, rescue)
+        await runtime.stop()
+        handle.cancel()
+        return not rescued
+
+    assert asyncio.run(main()), "stop() waited until the test ended the run"
+
+
 # -- several pipelines, several loops ------------------------------------------------------------
 def test_several_pipelines_share_one_runtime_on_a_loop() -> None:
     async def one(n: int, hold: asyncio.Event) -> int:
@@ -409,6 +505,63 @@ def test_pipelines_opened_and_closed_at_random_moments() -> None:
     got, after = asyncio.run(main())
     assert got == [sum(range(i + r)) for r in range(20) for i in range(4)]
     assert after == idle_runtime()
+
+
+def test_several_tasks_can_read_one_pipeline() -> None:
+    # Each item goes to exactly one reader, whichever way it reads; all of them see the end.
+    async def main() -> list[list[int]]:
+        stream = snake.from_iterable(range(3000)).par_then(funcs.ajitter, limit=8)
+        async with snake.aio.open(stream) as items:
+
+            async def by_item() -> list[int]:
+                out = []
+                async for x in items:
+                    out.append(x)
+                    if x % 3 == 0:
+                        await asyncio.sleep(0)
+                return out
+
+            async def by_receive() -> list[int]:
+                out = []
+                while True:
+                    try:
+                        out.append(await items.receive())
+                    except trio.EndOfChannel:
+                        return out
+                    await asyncio.sleep(0)
+
+            async def by_chunk() -> list[int]:
+                out: list[int] = []
+                while (chunk := await items.receive_chunk()) is not None:
+                    assert chunk
+                    out.extend(chunk)
+                    await asyncio.sleep(0)
+                return out
+
+            async with asyncio.timeout(30):
+                return list(await asyncio.gather(by_item(), by_receive(), by_chunk(), by_item()))
+
+    parts = asyncio.run(main())
+    assert sorted(x for part in parts for x in part) == list(range(1, 3001))
+    assert sum(1 for part in parts if part) >= 2, [len(part) for part in parts]
+
+
+def test_several_tasks_waiting_on_one_pipeline_all_see_its_end() -> None:
+    async def slow(x: int) -> int:
+        await trio.sleep(0.05)
+        return x
+
+    async def main() -> list[list[int]]:
+        async with snake.aio.open(snake.from_iterable(range(6)).then(slow)) as items:
+
+            async def reader() -> list[int]:
+                return [x async for x in items]
+
+            async with asyncio.timeout(30):
+                return list(await asyncio.gather(*(reader() for _ in range(3))))
+
+    parts = asyncio.run(main())
+    assert sorted(x for part in parts for x in part) == list(range(6))
 
 
 def test_two_loops_in_two_threads_at_the_same_time() -> None:
@@ -470,6 +623,130 @@ print("exited")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "read True\nread True\nexited\n"
     assert proc.stderr == ""
+
+
+def run_script(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+@pytest.mark.parametrize("trio_side", ["idle", "busy"])
+def test_a_loop_closed_with_a_pipeline_open_is_finished_by_the_next_open(trio_side: str) -> None:
+    # Closing a loop (not asyncio.run, which cancels the tasks first) while a pipeline is
+    # open leaves its trio run unfinished, and trio allows one run per thread. The next
+    # snake.aio.open() in the thread finishes it: its worker processes stop, the closed
+    # loop is not kept, and trio.run works again. "idle": the consumer stopped reading, trio
+    # waits for IO; "busy": trio had a tick scheduled on the loop when it closed.
+    code = f"""
+import asyncio, itertools, multiprocessing, trio, snake, snake.aio
+
+async def reader(seen, stop):
+    async with snake.aio.open(snake.from_iterable(itertools.count()).par_map(abs, workers=2)) as items:
+        async for x in items:
+            seen.append(x)
+            if {trio_side == "idle"} and len(seen) >= 10:
+                await stop.wait()
+
+async def main():
+    seen = []
+    asyncio.get_running_loop().create_task(reader(seen, asyncio.Event()))
+    while len(seen) < 10:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    return seen[:3]
+
+async def again():
+    async with snake.aio.open(snake.from_iterable(range(3))) as items:
+        return [x async for x in items]
+
+loop = asyncio.new_event_loop()
+print("read", loop.run_until_complete(main()))
+print("workers", len(multiprocessing.active_children()))
+loop.close()  # the reader's block is still open
+print("again", asyncio.run(again()))
+print("workers", len(multiprocessing.active_children()))
+print("closed loops kept", sum(loop.is_closed() for loop in snake.aio._registry))
+print("trio.run", trio.run(trio.sleep, 0))
+"""
+    proc = run_script(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (
+        "read [0, 1, 2]\nworkers 2\nagain [0, 1, 2]\nworkers 0\nclosed loops kept 0\ntrio.run None\n"
+    ), proc.stderr
+    # asyncio logs the reader's task, destroyed pending; nothing of snake's or trio's is.
+    assert "Exception ignored" not in proc.stderr and "abandoned" not in proc.stderr, proc.stderr
+
+
+def test_a_keyboard_interrupt_that_ends_the_runtime_comes_out_as_itself() -> None:
+    # Without asyncio.Runner's SIGINT handler (a bare run_until_complete), trio's own
+    # handler delivers Ctrl-C to the runtime's main task, which ends the trio run: the
+    # consumer gets the KeyboardInterrupt, not a RuntimeError; the next open() works.
+    code = """
+import asyncio, signal, trio, snake, snake.aio
+
+@trio.lowlevel.enable_ki_protection
+def interrupt():
+    signal.raise_signal(signal.SIGINT)  # lands in trio's protected code: trio delivers it
+
+async def stage(x):
+    if x == 3:
+        interrupt()
+    await trio.sleep(0.01)
+    return x
+
+async def main():
+    got = []
+    try:
+        async with snake.aio.open(snake.from_iterable(range(100)).then(stage)) as items:
+            async for x in items:
+                got.append(x)
+    except BaseException as exc:
+        print("in the block:", type(exc).__name__, got == list(range(len(got))))
+        raise
+
+async def again():
+    async with snake.aio.open(snake.from_iterable(range(3))) as items:
+        return [x async for x in items]
+
+loop = asyncio.new_event_loop()
+try:
+    loop.run_until_complete(main())
+except KeyboardInterrupt:
+    print("run_until_complete: KeyboardInterrupt")
+print("again", loop.run_until_complete(again()))
+loop.close()
+print("trio.run", trio.run(trio.sleep, 0))
+"""
+    proc = run_script(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (
+        "in the block: KeyboardInterrupt True\nrun_until_complete: KeyboardInterrupt\n"
+        "again [0, 1, 2]\ntrio.run None\n"
+    ), proc.stderr
+
+
+def test_async_with_a_worker_pool_under_asyncio_closes_it_in_a_thread() -> None:
+    # Closing a pool waits for its workers to exit (up to 5 s): not on the loop's thread.
+    res = Resources()
+
+    async def main() -> tuple[list[threading.Thread], threading.Thread]:
+        closed_in: list[threading.Thread] = []
+        async with snake.WorkerPool(2) as pool:
+            close = pool.close
+
+            def recording_close() -> None:
+                closed_in.append(threading.current_thread())
+                close()
+
+            pool.close = recording_close  # type: ignore[method-assign]
+            stream = snake.from_iterable(range(50)).par_map(funcs.inc, pool=pool)
+            assert await collect(stream) == list(range(1, 51))
+            assert len(child_processes()) == 2
+        assert pool.statistics() == snake.WorkerPoolStatistics(0, 0)
+        return closed_in, threading.current_thread()
+
+    closed_in, loop_thread = asyncio.run(main())
+    assert len(closed_in) == 1 and closed_in[0] is not loop_thread
+    res.check(within=2.0)
 
 
 def test_a_trio_program_gets_a_clear_error() -> None:

@@ -4,13 +4,17 @@ its own on 127.0.0.1, driven over HTTP by httpx.
 Checked: the streamed NDJSON, exactly, against lines computed here; 422s that quote the
 bad value; a client that leaves mid-stream (reading, or after it stopped reading) stops
 its pipeline within 1 s: no pipeline, trio task, busy thread or busy worker left, while
-the shared WorkerPool keeps serving with the same worker processes; concurrent clients
-each get exactly their data; SIGINT shuts the server down with the pool's workers gone.
+the shared WorkerPool keeps serving with the same worker processes; so does a client
+that leaves mid-/preprocess (its busy workers replaced); concurrent clients each get
+exactly their data; SIGINT shuts the server down with the pool's workers gone. And, in
+this process, with a server of ASGI spec 2.4 (a disconnect surfaces in send() as an
+OSError): the response still closes its pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import select
 import signal
@@ -23,10 +27,13 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 import httpx
+import numpy as np
 import psutil
 import pytest
+from starlette.requests import ClientDisconnect
 
 import snake
+import snake.aio
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "web_asyncio.py"
@@ -224,6 +231,51 @@ def test_a_client_that_stopped_reading_and_leaves_stops_its_pipeline(server: Ser
     assert took < CLEANUP_S, f"the pipeline took {took:.2f} s to stop"
 
 
+def cpu_s(pids: set[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(psutil.Process(pid).cpu_times()[:2])
+    return total
+
+
+def test_a_client_that_leaves_mid_preprocess_stops_its_pipeline(server: Server) -> None:
+    # uvicorn does not cancel a handler whose client left; the example watches for it.
+    # About 7 MB of text: seconds of pure-Python work for the pool's 2 worker processes.
+    words = ["alpha", "beta", "gamma", "delta", "pipeline", "snake", "trio", "worker"]
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, size=3000)) for _ in range(400)]
+    assert idle(stats(server))
+
+    async def leave_mid_request() -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            post = asyncio.create_task(client.post("/preprocess", json={"texts": texts}))
+            async with asyncio.timeout(30):
+                while not ((st := stats(server))["pipelines"] == 1 and st["pool"]["running_workers"]):
+                    assert not post.done(), "the request finished before the client left"
+                    await asyncio.sleep(0.02)
+            post.cancel()  # the client goes away: httpx closes the connection
+            with contextlib.suppress(asyncio.CancelledError):
+                await post
+            return st
+
+    busy = asyncio.run(leave_mid_request())
+    took, after = wait_idle(server, CLEANUP_S)
+    assert idle(after), after
+    assert took < CLEANUP_S, f"the pipeline took {took:.2f} s to stop"
+    # The busy workers were killed (their calls abandoned): no CPU work goes on.
+    children = live_children(server.ps)
+    t0 = cpu_s(children)
+    time.sleep(0.5)
+    assert cpu_s(children) - t0 < 0.1, "worker processes still computing after the client left"
+    assert busy["pool"]["running_workers"] <= 2 and len(children) <= 2
+    # The pool serves on (the killed workers replaced), with the right results.
+    r = httpx.post(f"{server.url}/preprocess", json={"texts": TEXTS}, timeout=30)
+    assert r.json()["features"] == [example.featurize(t).tolist() for t in TEXTS]
+    assert len(live_children(server.ps)) <= 2
+    wait_idle(server, CLEANUP_S)
+
+
 def test_concurrent_clients_each_get_their_own_data(server: Server) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
@@ -260,3 +312,43 @@ def test_sigint_shuts_down_and_closes_the_pool() -> None:
     assert out.splitlines()[-1] == "stopped; worker processes left: 0"
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_disconnect_surfaced_in_send_closes_the_pipeline() -> None:
+    # Servers of ASGI spec 2.4 report a client that left as an OSError from send();
+    # Starlette then raises ClientDisconnect and skips the response's background task.
+    # The response closes its body itself: no pipeline waits for the garbage collector.
+    async def main() -> tuple[int, snake.aio.RuntimeStatistics]:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/stream",
+            "raw_path": b"/stream",
+            "query_string": b"n=10000000",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1")],
+            "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 50000),
+        }
+        bodies = 0
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal bodies
+            if message["type"] == "http.response.body":
+                bodies += 1
+                if bodies == 3:
+                    raise OSError("the client went away")
+
+        with pytest.raises(ClientDisconnect):
+            await example.app(scope, receive, send)
+        return bodies, snake.aio.statistics()
+
+    bodies, after = asyncio.run(main())
+    assert bodies == 3
+    assert after == snake.aio.RuntimeStatistics(running=False, pipelines=0, tasks=0)

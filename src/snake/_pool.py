@@ -159,6 +159,23 @@ class WorkerPool:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # close() blocks until the workers exit: run it in a thread, and wait for it even if
+        # cancelled meanwhile. From asyncio code (snake.aio) in asyncio's thread pool: trio's
+        # to_thread needs a trio task.
+        import sniffio
+
+        if sniffio.current_async_library() == "asyncio":
+            import asyncio
+
+            from .aio import _wait_uncancelled
+
+            closing = asyncio.ensure_future(asyncio.to_thread(self.close))
+            try:
+                await _wait_uncancelled(closing)
+            finally:
+                if closing.done():
+                    closing.result()
+            return
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(self.close)
 

@@ -19,12 +19,15 @@ guest mode over a helper thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import sys
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
@@ -40,6 +43,10 @@ from ._sync import HANDOFF_CHUNKS, HANDOFF_LOW_WATER
 __all__ = ["AsyncioItems", "RuntimeStatistics", "open", "statistics"]
 
 T = TypeVar("T")
+
+#: Seconds a later ``snake.aio.open()`` waits for the pipelines of a loop that was closed
+#: with them open to stop (see ``_Runtime.finish_stranded``).
+_STRANDED_WAIT_S = 10.0
 
 
 @attrs.frozen
@@ -64,8 +71,9 @@ class _Pipe:
         self.items: Items[Any] | None = None
         self.scope: trio.CancelScope | None = None
         self.cancel_requested = False
-        #: The asyncio consumer's wait for a chunk, and the trio producer's wait for room.
-        self.waiter: asyncio.Future[None] | None = None
+        #: The asyncio consumers' waits for a chunk (several tasks may read one pipeline),
+        #: and the trio producer's wait for room.
+        self.waiters: list[asyncio.Future[None]] = []
         self.room: trio.Event | None = None
         self.ended = False  # the pipeline reached its end (not cancelled, not failed)
         self.finished = False  # the trio task is over
@@ -93,13 +101,15 @@ class _Pipe:
                         self.chunks.append(chunk)
                         self._wake_consumer()
         except trio.Cancelled:
-            # Only the runtime's own shutdown cancels from outside the scope above.
-            self.error = RuntimeError("snake.aio: the runtime stopped while the pipeline was open")
+            # Only the runtime's own end cancels from outside the scope above (a failure such
+            # as a KeyboardInterrupt, or a loop closed with the pipeline open): the runtime's
+            # done callback, which knows the cause, finishes the pipeline.
             raise
         except BaseException as exc:
             # Carried to the consumer; raising it here would cancel every pipeline of the loop.
             self.error = exc
-        finally:
+            self.finish()
+        else:
             self.finish()
 
     def cancel(self) -> None:
@@ -111,13 +121,14 @@ class _Pipe:
     def finish(self) -> None:
         self.finished = True
         self._wake_consumer()
-        if not self.done.done():
-            self.done.set_result(None)
+        _resolve(self.done)
 
     def _wake_consumer(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiters = self.waiters
+        if waiters:
+            self.waiters = []
+            for waiter in waiters:
+                _resolve(waiter)
 
     # -- asyncio side ----------------------------------------------------------------------
     def wake_producer(self) -> None:
@@ -131,6 +142,7 @@ class _Runtime:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.thread = threading.current_thread()
         self.users = 0
         self.stopping = False
         self.pipes: set[_Pipe] = set()
@@ -138,7 +150,14 @@ class _Runtime:
         self.nursery: trio.Nursery | None = None
         self.ready: asyncio.Future[None] = loop.create_future()
         self.stopped: asyncio.Future[None] = loop.create_future()
+        self.over = False  # the trio run is over
         self.failure: BaseException | None = None
+        # The guest run's next tick, handed to the loop and not run yet (trio has one at a
+        # time); kept so that the run can still be finished if the loop is closed under it.
+        self._tick_lock = threading.Lock()
+        self._next_tick: Callable[[], object] | None = None
+        self._tick_ready = threading.Event()
+        self._stranded = False  # the loop closed: ticks run in finish_stranded()
 
     def start(self) -> None:
         # In an empty context: the runtime's tasks must not inherit the context variables
@@ -146,34 +165,91 @@ class _Runtime:
         contextvars.Context().run(
             trio.lowlevel.start_guest_run,
             self._main,
-            run_sync_soon_threadsafe=self.loop.call_soon_threadsafe,
-            run_sync_soon_not_threadsafe=self.loop.call_soon,
+            run_sync_soon_threadsafe=self._soon_threadsafe,
+            run_sync_soon_not_threadsafe=self._soon,
             done_callback=self._done,
             # asyncio owns signal.set_wakeup_fd; trio must leave it alone.
             host_uses_signal_set_wakeup_fd=True,
         )
 
+    # -- the host of the guest run: the loop, or finish_stranded() once the loop is closed --
+    def _soon(self, tick: Callable[[], object]) -> None:
+        self._schedule(tick, self.loop.call_soon)
+
+    def _soon_threadsafe(self, tick: Callable[[], object]) -> None:
+        # From trio's IO thread when its wait for IO is over.
+        self._schedule(tick, self.loop.call_soon_threadsafe)
+
+    def _schedule(self, tick: Callable[[], object], call_soon: Callable[..., object]) -> None:
+        with self._tick_lock:
+            self._next_tick = tick
+            if not self._stranded:
+                try:
+                    call_soon(self._run_tick, tick)
+                    return
+                except RuntimeError:  # the loop is closed
+                    pass
+            self._tick_ready.set()
+
+    def _run_tick(self, tick: Callable[[], object]) -> None:
+        with self._tick_lock:
+            self._next_tick = None
+        tick()
+
+    def finish_stranded(self, timeout: float) -> bool:
+        """Finish the trio run of a loop that was closed with pipelines open, here and now.
+
+        Called in the runtime's own thread (trio's run state is per thread): cancels every
+        pipeline (their worker processes stop) and runs the guest's remaining ticks in
+        this thread. True if the run is over within ``timeout`` seconds.
+        """
+        with self._tick_lock:
+            self._stranded = True
+        self.stopping = True
+        token, nursery = self.token, self.nursery
+        if token is not None and nursery is not None:
+            # Wakes trio's IO wait; if _main has not run yet, it sees `stopping` itself.
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(nursery.cancel_scope.cancel)
+        deadline = time.monotonic() + timeout
+        while not self.over:
+            with self._tick_lock:
+                tick, self._next_tick = self._next_tick, None
+                if tick is None:
+                    self._tick_ready.clear()
+            if tick is not None:
+                tick()
+            elif not self._tick_ready.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
+
+    # -- the trio side ---------------------------------------------------------------------
     async def _main(self) -> None:
         self.token = trio.lowlevel.current_trio_token()
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            self.ready.set_result(None)
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if self.stopping:  # stop() came before this task first ran
+                    nursery.cancel_scope.cancel()
+                _resolve(self.ready)
+                await trio.sleep_forever()
+        finally:
+            self.nursery = None
 
     def _done(self, result: outcome.Outcome[None]) -> None:
         # Called from the last guest tick, on the loop's thread, when the trio run is over.
+        self.over = True
         if isinstance(result, outcome.Error):
             self.failure = result.error
         self.token = None
         self.nursery = None
         for pipe in list(self.pipes):
             if not pipe.finished:
-                pipe.error = pipe.error or RuntimeError(f"snake.aio: the trio runtime stopped: {result!r}")
+                pipe.error = pipe.error or _stopped_error(self.failure, "stopped while the pipeline was open")
                 pipe.finish()
         if not self.ready.done():
-            self.ready.set_exception(RuntimeError(f"snake.aio: the trio runtime failed to start: {result!r}"))
-        if not self.stopped.done():
-            self.stopped.set_result(None)
+            _resolve(self.ready, _stopped_error(self.failure, "failed to start"))
+        _resolve(self.stopped)
         with _registry_lock:
             if _registry.get(self.loop) is self:
                 del _registry[self.loop]
@@ -182,7 +258,8 @@ class _Runtime:
         token = self.token
         if token is None:
             raise RuntimeError("snake.aio: the trio runtime is not running")
-        token.run_sync_soon(fn, *args)
+        with contextlib.suppress(trio.RunFinishedError):  # ending: _done() finishes every pipeline
+            token.run_sync_soon(fn, *args)
 
     def spawn(self, pipe: _Pipe) -> None:
         self.pipes.add(pipe)
@@ -196,6 +273,7 @@ class _Runtime:
         nursery = self.nursery
         if nursery is not None:
             self.run_sync_soon(nursery.cancel_scope.cancel)
+        # Else _main has not run yet, or is over: it cancels its nursery when it sees `stopping`.
         await _wait_uncancelled(self.stopped)
 
     def task_count(self) -> int:
@@ -212,12 +290,64 @@ class _Runtime:
         return seen
 
 
+def _resolve(fut: asyncio.Future[None], error: BaseException | None = None) -> None:
+    """Complete ``fut`` unless it is done; on a closed loop its callbacks cannot run (its
+    tasks are gone), but it is done all the same."""
+    if fut.done():
+        return
+    try:
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+    except RuntimeError:  # the loop is closed; the state is set before the callbacks fail
+        pass
+
+
+def _stopped_error(failure: BaseException | None, what: str) -> BaseException:
+    """What a consumer gets when the runtime ended under it: a KeyboardInterrupt (or another
+    BaseException) that ended the trio run as itself, else a RuntimeError naming the cause."""
+    cause = failure
+    while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
+        cause = cause.exceptions[0]
+    if cause is not None and not isinstance(cause, Exception):
+        return cause
+    error = RuntimeError(f"snake.aio: the trio runtime {what}" + (f": {cause!r}" if cause else ""))
+    error.__cause__ = cause
+    return error
+
+
 _registry: dict[asyncio.AbstractEventLoop, _Runtime] = {}
 _registry_lock = threading.Lock()
+#: Runtimes of loops closed with pipelines open, by thread: the next ``snake.aio.open()`` in
+#: that thread finishes them (only there: trio's run state is per thread).
+_stranded: weakref.WeakKeyDictionary[threading.Thread, _Runtime] = weakref.WeakKeyDictionary()
+
+
+def _finish_stranded() -> None:
+    """Move the runtimes of closed loops out of the registry, and finish this thread's."""
+    here = threading.current_thread()
+    with _registry_lock:
+        for loop, runtime in list(_registry.items()):
+            if loop.is_closed():
+                del _registry[loop]
+                _stranded[runtime.thread] = runtime
+        mine = _stranded.pop(here) if here in _stranded else None
+    if mine is not None and not mine.finish_stranded(_STRANDED_WAIT_S):
+        with _registry_lock:
+            _stranded[here] = mine
+        raise RuntimeError(
+            f"snake.aio: the asyncio loop {mine.loop!r} of this thread was closed while "
+            f"pipelines were open, and their trio run did not stop within {_STRANDED_WAIT_S:g} s; "
+            "close every snake.aio.open() block before closing its loop (asyncio.run() does: "
+            "it cancels the remaining tasks first)"
+        )
 
 
 async def _acquire(loop: asyncio.AbstractEventLoop) -> _Runtime:
     """The running runtime of ``loop``, started if needed, with one more user counted."""
+    if _registry or _stranded:
+        _finish_stranded()
     while True:
         with _registry_lock:
             runtime = _registry.get(loop)
@@ -255,17 +385,35 @@ async def _release(runtime: _Runtime) -> None:
         await runtime.stop()
 
 
-async def _wait_uncancelled(fut: asyncio.Future[None]) -> None:
-    """Wait for ``fut`` even if this task is cancelled meanwhile; re-raise the cancellation after."""
+def _anyio_shield() -> AbstractContextManager[object]:
+    """A shielded anyio cancel scope where anyio is loaded (Starlette, FastAPI, httpx).
+
+    A cancelled anyio scope cancels the tasks inside it again on every turn of the loop
+    until they leave it: a task waiting for a pipeline to stop would wake, and wait
+    again, in a busy loop. Shielded, it is not cancelled again; the first cancellation
+    (which did arrive) is raised when the wait is over.
+    """
+    anyio = sys.modules.get("anyio")
+    if anyio is None:
+        return contextlib.nullcontext()
+    return anyio.CancelScope(shield=True)  # type: ignore[no-any-return]
+
+
+async def _wait_uncancelled(fut: asyncio.Future[Any]) -> None:
+    """Wait for ``fut`` even if this task is cancelled meanwhile; then raise the first
+    cancellation that arrived, also one that arrived in the turn that ``fut`` completed in."""
+    if fut.done():
+        return
     cancelled: asyncio.CancelledError | None = None
-    while not fut.done():
-        try:
-            await asyncio.shield(fut)
-        except asyncio.CancelledError as exc:
-            if not fut.done():
-                cancelled = exc
-            elif fut.cancelled():
-                raise
+    with _anyio_shield():
+        while not fut.done():
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError as exc:
+                if fut.cancelled():
+                    raise
+                if cancelled is None:
+                    cancelled = exc
     if cancelled is not None:
         raise cancelled
 
@@ -277,7 +425,8 @@ class AsyncioItems(AsyncIterator[T], Generic[T]):
     The twin of :class:`snake.Items` for asyncio: ``async for``, ``receive()``
     (raises ``trio.EndOfChannel`` after the last item), ``receive_chunk()``,
     ``statistics()`` and ``report()``. Buffered items are handed out without
-    suspending; the consumer suspends only when it needs the next chunk.
+    suspending; the consumer suspends only when it needs the next chunk. Several
+    asyncio tasks may read one ``AsyncioItems`` at once: each item goes to one of them.
     """
 
     __slots__ = ("_buf", "_pipe", "_pos", "_wait_s")
@@ -288,24 +437,33 @@ class AsyncioItems(AsyncIterator[T], Generic[T]):
         self._pos = 0
         self._wait_s = 0.0
 
-    async def _next_chunk(self) -> list[Any] | None:
+    async def _refill(self) -> bool:
+        """Until the buffer has items (True) or the pipeline is over (False).
+
+        A chunk is taken only into an empty buffer, and only without suspending in
+        between: another task reading this handle may have refilled it meanwhile.
+        """
         pipe = self._pipe
-        while not pipe.chunks:
+        while True:
+            if self._pos < len(self._buf):
+                return True
+            if pipe.chunks:
+                self._buf, self._pos = pipe.chunks.popleft(), 0
+                if pipe.room is not None and len(pipe.chunks) <= HANDOFF_LOW_WATER:
+                    pipe.wake_producer()
+                return True
             if pipe.finished:
                 self._raise_end()
-                return None
+                return False
             waiter = pipe.runtime.loop.create_future()
-            pipe.waiter = waiter
+            pipe.waiters.append(waiter)
             t0 = time.perf_counter()
             try:
                 await waiter
             finally:
-                pipe.waiter = None
+                if waiter in pipe.waiters:  # cancelled while waiting
+                    pipe.waiters.remove(waiter)
                 self._wait_s += time.perf_counter() - t0
-        chunk = pipe.chunks.popleft()
-        if pipe.room is not None and len(pipe.chunks) <= HANDOFF_LOW_WATER:
-            pipe.wake_producer()
-        return chunk
 
     def _raise_end(self) -> None:
         # At the end of a finished pipeline: its error, if any; else the end is the end.
@@ -319,36 +477,30 @@ class AsyncioItems(AsyncIterator[T], Generic[T]):
     async def receive(self) -> T:
         """The next item; raises ``trio.EndOfChannel`` after the last one."""
         pos = self._pos
-        if pos < len(self._buf):
-            self._pos = pos + 1
-            return self._buf[pos]  # type: ignore[no-any-return]
-        chunk = await self._next_chunk()
-        if chunk is None:
-            raise trio.EndOfChannel
-        self._buf = chunk
-        self._pos = 1
-        return chunk[0]  # type: ignore[no-any-return]
+        if pos >= len(self._buf):
+            if not await self._refill():
+                raise trio.EndOfChannel
+            pos = self._pos
+        self._pos = pos + 1
+        return self._buf[pos]  # type: ignore[no-any-return]
 
     async def __anext__(self) -> T:
         pos = self._pos
-        if pos < len(self._buf):
-            self._pos = pos + 1
-            return self._buf[pos]  # type: ignore[no-any-return]
-        chunk = await self._next_chunk()
-        if chunk is None:
-            raise StopAsyncIteration
-        self._buf = chunk
-        self._pos = 1
-        return chunk[0]  # type: ignore[no-any-return]
+        if pos >= len(self._buf):
+            if not await self._refill():
+                raise StopAsyncIteration
+            pos = self._pos
+        self._pos = pos + 1
+        return self._buf[pos]  # type: ignore[no-any-return]
 
     async def receive_chunk(self) -> list[T] | None:
         """The items of the next chunk that crossed from trio (the rest of the current one
         first), or ``None`` at the end. For consumers that handle items in bulk."""
-        if self._pos < len(self._buf):
-            out = self._buf[self._pos :]
-            self._buf, self._pos = [], 0
-            return out
-        return await self._next_chunk()
+        if self._pos >= len(self._buf) and not await self._refill():
+            return None
+        out = self._buf[self._pos :] if self._pos else self._buf
+        self._buf, self._pos = [], 0
+        return out
 
     def statistics(self) -> PipelineStatistics:
         """Per-stage counters of this run so far (see ``snake.Items.statistics()``); the
@@ -403,6 +555,10 @@ class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
     ) -> None:
         pipe = self._pipe
         assert pipe is not None
+        if pipe.runtime.loop.is_closed():
+            # The loop was closed with this block open, and the garbage collector closes
+            # this coroutine now: nothing can run or wait here (see _finish_stranded).
+            return
         try:
             if not pipe.finished:
                 pipe.runtime.run_sync_soon(pipe.cancel)
