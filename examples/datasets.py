@@ -1,7 +1,9 @@
-"""Parquet shards -> decode and augment in worker processes -> batches -> a NumPy training
-loop in trio.run, for three epochs, each shuffled differently and reproducibly.
+"""Parquet shards of PNG images -> decode (Pillow) and augment in worker processes ->
+batches -> a NumPy training loop in trio.run, for three epochs, each shuffled
+differently and reproducibly.
 """
 
+import io
 import os
 import tempfile
 import time
@@ -10,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import trio
+from PIL import Image
 
 import snake
 
@@ -17,14 +20,28 @@ FEATURES = 16
 
 
 def write_dataset(root, files=4, rows=512):
-    """Four Parquet shards; each row holds a float32 vector as bytes and a label."""
+    """Four Parquet shards; each row holds a 4x4 grayscale PNG (Pillow), a caption and a label."""
     rng = np.random.default_rng(0)
     true_w = rng.standard_normal(FEATURES)
     for k in range(files):
-        x = rng.standard_normal((rows, FEATURES)).astype(np.float32)
-        y = (x @ true_w > 0).astype(np.int64)
-        table = pa.table({"x": [v.tobytes() for v in x], "label": y})
+        pixels = rng.integers(0, 256, (rows, FEATURES), dtype=np.uint8)
+        y = (to_features(pixels) @ true_w > 0).astype(np.int64)
+        table = pa.table({
+            "image": [png(p.reshape(4, 4)) for p in pixels],
+            "caption": [f"{'bright' if p.mean() > 127 else 'dark'} {p.argmax()}" for p in pixels],
+            "label": y,
+        })
         pq.write_table(table, os.path.join(root, f"part-{k}.parquet"), row_group_size=128)
+
+
+def png(image):
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def to_features(pixels):
+    return (pixels.astype(np.float32) - 127.5) / 73.9  # about zero mean, unit variance
 
 
 def tag(pair):
@@ -37,7 +54,7 @@ def decode(item):
     """In a worker process: bytes -> features, plus noise that depends only on
     (seed, epoch, index), whichever worker runs the item."""
     epoch, index, row = item
-    x = np.frombuffer(row["x"], dtype=np.float32)
+    x = to_features(np.asarray(Image.open(io.BytesIO(row["image"]))).reshape(FEATURES))
     noise = snake.rng(index, seed=1, epoch=epoch).normal(0.0, 0.05, FEATURES)
     return (x + noise).astype(np.float32), np.float32(row["label"])
 
@@ -45,7 +62,9 @@ def decode(item):
 def make_stream(root, epochs):
     return (
         # row groups in a new order every epoch, the same order on every rank
-        snake.from_parquet(os.path.join(root, "*.parquet"), shuffle_row_groups=True, seed=0)
+        snake.from_parquet(
+            os.path.join(root, "*.parquet"), columns=["image", "label"], shuffle_row_groups=True, seed=0
+        )
         .shard()                      # this rank's rows (RANK/WORLD_SIZE), read at the source
         .shuffle(1024, seed=0)        # rows too, reshuffled from (seed, epoch) in every epoch
         .enumerate()
