@@ -121,6 +121,13 @@ def _placements(
     return out
 
 
+def _raised_unexpectedly(header: str, exc: Exception) -> AssertionError:
+    return AssertionError(
+        f"{header}\n  law broken: {LAW_ERRORS}\n  it raised {type(exc).__name__}: {exc}, "
+        "but the sequential reference did not raise"
+    )
+
+
 class _Checker:
     """Runs every placement on one input and checks the laws."""
 
@@ -215,10 +222,7 @@ class _Checker:
                 if expected.errors:
                     self.check_error(header, exc, expected.errors)
                     return
-                raise AssertionError(
-                    f"{header}\n  law broken: {LAW_ERRORS}\n  it raised {type(exc).__name__}: {exc}, "
-                    "but the sequential reference did not raise"
-                ) from exc
+                raise _raised_unexpectedly(header, exc) from exc
         if expected.errors:
             names = ", ".join(e.__name__ for e in expected.errors)
             raise AssertionError(
@@ -266,10 +270,7 @@ class _Checker:
             try:
                 got = run()
             except Exception as exc:
-                raise AssertionError(
-                    f"{header}\n  law broken: {LAW_ERRORS}\n  it raised {type(exc).__name__}: {exc}, "
-                    "but the sequential reference did not raise"
-                ) from exc
+                raise _raised_unexpectedly(header, exc) from exc
         want = expected.items[:k]
         if p.ordered:
             problem = same_list(want, got)
