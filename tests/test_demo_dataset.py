@@ -3,6 +3,7 @@ and the README's two commands staying true to pyproject.toml and .ci/run."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import trio
 
+from snake import WorkerPool
 from snake._demo_dataset import FEATURES, decode_group, run_dataset_demo, write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +35,10 @@ def test_demo_dataset_trains_and_checks_itself(tmp_path: Path) -> None:
     assert re.search(
         r"^dataset:\s+8 Parquet shards, 1,000 rows of 64x64 PNG images, [\d.]+ MB, in ", out, re.MULTILINE
     ), out
-    assert ".par_map(partial(decode_group, seed=0), workers=2).flat_map(unstack).shuffle(1024, seed=0)" in out
+    assert (
+        ".par_map(partial(decode_group, seed=0), workers=2, pool=<WorkerPool>).flat_map(unstack).shuffle(1024, seed=0)"
+        in out
+    )
     epochs = re.findall(
         r"^epoch (\d):\s+1,000 rows, each once; mean loss ([\d.]+); first ids ([\d ]+)$", out, re.MULTILINE
     )
@@ -93,8 +98,10 @@ def test_demo_dataset_is_deterministic_across_worker_counts(tmp_path: Path) -> N
     """The same seed gives the same batches, so the same losses to the last bit, with one
     worker or two: augmentation is keyed by (seed, epoch, id), not by who decodes."""
     paths = write_dataset(str(tmp_path), 300)
-    one = trio.run(lambda: run_dataset_demo(paths, rows=300, epochs=2, workers=1))
-    two = trio.run(lambda: run_dataset_demo(paths, rows=300, epochs=2, workers=2))
+    with WorkerPool(1) as pool:
+        one = trio.run(lambda: run_dataset_demo(paths, rows=300, epochs=2, pool=pool))
+    with WorkerPool(2) as pool:
+        two = trio.run(lambda: run_dataset_demo(paths, rows=300, epochs=2, pool=pool))
     assert one.epochs == two.epochs
     assert all(e.exactly_once and e.rows == 300 for e in one.epochs)
     assert one.epochs[0].first_ids != one.epochs[1].first_ids
@@ -138,3 +145,47 @@ def test_readme_commands_match_pyproject_and_ci() -> None:
     assert "pip install '.[test]'" in tests
     # the test extra never pulls torch (a multi-GB CUDA build from PyPI)
     assert not any(re.split(r"[<>=\[ ]", req)[0].lower() == "torch" for req in extras["test"])
+
+
+def test_demo_dataset_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C while training: exit 130 with one line, no worker process left, and the
+    temporary dataset removed."""
+    import signal
+
+    import psutil
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    # a shell's background jobs (CI's, say) start with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler; a user's terminal has one
+    code = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = ['snake', 'demo', '--dataset', '--rows', '4000', '--epochs', '1000']; "
+        "runpy.run_module('snake', run_name='__main__')"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch 0:"):
+                break
+        else:
+            pytest.fail(f"the demo ended before its first epoch: {proc.stderr.read() if proc.stderr else ''}")
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers, "par_map(workers=2) should have worker processes while it trains"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip() == "snake demo: interrupted", err
+    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert list(tmp_path.iterdir()) == []

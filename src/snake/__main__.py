@@ -48,6 +48,7 @@ def _demo_dataset(args: argparse.Namespace) -> int:
             run_dataset_demo,
             write_dataset,
         )
+        from ._pool import WorkerPool
 
         need_data_extra()
     except ImportError as exc:
@@ -77,10 +78,12 @@ def _demo_dataset(args: argparse.Namespace) -> int:
         print(
             f"dataset:      {len(paths)} Parquet shards, {rows:,} rows of {IMAGE}x{IMAGE} PNG images, {size:.1f} MB, in {where}"
         )
-        print(f"snake demo --dataset: {dataset_stream(paths, epochs=epochs, workers=args.workers)!r}")
-        result = trio.run(
-            lambda: run_dataset_demo(paths, rows=rows, epochs=epochs, workers=args.workers, on_epoch=on_epoch)
-        )
+        # one pool for every epoch: its workers stay up between them
+        with WorkerPool(args.workers) as pool:
+            print(f"snake demo --dataset: {dataset_stream(paths, epochs=epochs, pool=pool)!r}")
+            result = trio.run(
+                lambda: run_dataset_demo(paths, rows=rows, epochs=epochs, pool=pool, on_epoch=on_epoch)
+            )
     first, last = result.epochs[0].mean_loss, result.epochs[-1].mean_loss
     print(
         f"loss:         {first:.3f} -> {last:.3f} (sequential loop's last epoch: {result.sequential_last_loss:.3f})"
@@ -152,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        # the pipeline has stopped, its workers with it, and temporary files are gone
+        print(f"snake {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import trio
 
 from ._epoch import current_epoch, rng
 from ._ops.files import ParquetRowGroup
+from ._pool import WorkerPool
 from ._stream import Stream, from_parquet
 
 #: Side of the stored square grayscale images, in pixels.
@@ -144,14 +145,15 @@ def unstack(arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Iterable[tuple
 
 
 def dataset_stream(
-    paths: list[str], *, epochs: int, workers: int = 2, batch: int = 64, seed: int = 0
+    paths: list[str], *, epochs: int, pool: WorkerPool, batch: int = 64, seed: int = 0
 ) -> Stream[Any]:
-    """The demo's pipeline over the Parquet shards ``paths``."""
+    """The demo's pipeline over the Parquet shards ``paths``, decoding on ``pool``'s
+    workers, which stay up from one epoch to the next."""
     return (
         # row-group handles, in a new order every epoch; the workers read them
         from_parquet(paths, columns=["id", "image", "label"], shuffle_row_groups=True, seed=seed, read=False)
         .map(tag)
-        .par_map(partial(decode_group, seed=seed), workers=workers)
+        .par_map(partial(decode_group, seed=seed), pool=pool)
         .flat_map(unstack)
         .shuffle(1024, seed=seed)  # rows too, differently in every epoch
         .batch(batch)  # -> (xs (batch, FEATURES), ys (batch,), ids (batch,))
@@ -281,14 +283,14 @@ async def run_dataset_demo(
     *,
     rows: int,
     epochs: int = 3,
-    workers: int = 2,
+    pool: WorkerPool,
     seed: int = 0,
     on_epoch: Callable[[int, EpochResult], None] | None = None,
 ) -> DatasetResult:
     """Train on the ``rows`` rows of the shards ``paths`` (from :func:`write_dataset`)
-    through the pipeline, then run the sequential baseline."""
+    through the pipeline on ``pool``, then run the sequential baseline."""
     need_data_extra()
-    stream = dataset_stream(paths, epochs=epochs, workers=workers, seed=seed)
+    stream = dataset_stream(paths, epochs=epochs, pool=pool, seed=seed)
     results, pipeline_s = await train(stream, rows, on_epoch)
     sequential_s, last = await trio.to_thread.run_sync(lambda: sequential(paths, epochs=epochs, seed=seed))
     return DatasetResult(rows, _size(paths), len(paths), tuple(results), pipeline_s, sequential_s, last)
