@@ -118,7 +118,7 @@ def test_decode_group_changes_with_the_epoch_only(tmp_path: Path) -> None:
     assert x0.shape == (64, FEATURES) and x0.dtype == np.float32
     assert np.array_equal(x0, x0b)
     assert not np.array_equal(x0, x1)  # a new crop and flip every epoch
-    assert np.array_equal(y0, y1) and np.array_equal(ids0, np.arange(64))
+    assert np.array_equal(y0, y1) and np.array_equal(ids0, np.arange(64)) and np.array_equal(ids0, ids1)
 
 
 def _readme_commands() -> tuple[str, str]:
@@ -185,7 +185,10 @@ def test_demo_dataset_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
-    assert err.strip() == "snake demo: interrupted", err
-    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
-    assert list(tmp_path.iterdir()) == []
+    alive = [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    left = [p.name for p in tmp_path.iterdir()]
+    state = f"exit code {proc.returncode}; workers alive {alive}; left in TMPDIR {left}; stderr:\n{err}"
+    assert proc.returncode == 130, state
+    assert err.strip() == "snake demo: interrupted", state
+    assert not alive, state
+    assert left == [], state

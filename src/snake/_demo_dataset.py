@@ -201,10 +201,8 @@ class EpochResult:
 class DatasetResult:
     """What ``snake demo --dataset`` measured."""
 
-    #: Rows in the generated dataset, and its size on disk in bytes.
+    #: Rows in the dataset.
     rows: int
-    dataset_bytes: int
-    files: int
     epochs: tuple[EpochResult, ...]
     #: Seconds the pipeline's training loop took, from ``open()`` to the last batch.
     pipeline_s: float
@@ -216,11 +214,6 @@ class DatasetResult:
     @property
     def loss_went_down(self) -> bool:
         return self.epochs[-1].mean_loss < self.epochs[0].mean_loss
-
-
-def _check_epoch(ids: list[np.ndarray], rows: int) -> bool:
-    seen = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-    return len(seen) == rows and bool(np.array_equal(np.sort(seen), np.arange(rows)))
 
 
 async def train(
@@ -240,9 +233,8 @@ async def train(
             count += len(batch_ids)
             if count >= rows:
                 order = np.concatenate(ids)
-                result = EpochResult(
-                    count, float(np.mean(losses)), _check_epoch(ids, rows), tuple(int(i) for i in order[:5])
-                )
+                once = bool(np.array_equal(np.sort(order), np.arange(rows)))
+                result = EpochResult(count, float(np.mean(losses)), once, tuple(int(i) for i in order[:5]))
                 epochs.append(result)
                 if on_epoch is not None:
                     on_epoch(len(epochs) - 1, result)
@@ -274,10 +266,6 @@ def sequential(paths: list[str], *, epochs: int, batch: int = 64, seed: int = 0)
     return time.perf_counter() - t0, last
 
 
-def _size(paths: Iterable[str]) -> int:
-    return sum(os.path.getsize(p) for p in paths)
-
-
 async def run_dataset_demo(
     paths: list[str],
     *,
@@ -289,8 +277,7 @@ async def run_dataset_demo(
 ) -> DatasetResult:
     """Train on the ``rows`` rows of the shards ``paths`` (from :func:`write_dataset`)
     through the pipeline on ``pool``, then run the sequential baseline."""
-    need_data_extra()
     stream = dataset_stream(paths, epochs=epochs, pool=pool, seed=seed)
     results, pipeline_s = await train(stream, rows, on_epoch)
     sequential_s, last = await trio.to_thread.run_sync(lambda: sequential(paths, epochs=epochs, seed=seed))
-    return DatasetResult(rows, _size(paths), len(paths), tuple(results), pipeline_s, sequential_s, last)
+    return DatasetResult(rows, tuple(results), pipeline_s, sequential_s, last)
