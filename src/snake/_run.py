@@ -13,7 +13,7 @@ import trio
 from ._chan import Chunk, Inbox, open_chunk_channel
 from ._ops.base import Fused, InlineSpec, SourceSpec, Spec, TaskSpec
 from ._stats import CounterSource, PipelineStatistics, StageCounters, snapshot
-from ._util import CHUNK_CAP
+from ._util import CHUNK_CAP, spawn
 
 T = TypeVar("T")
 
@@ -252,7 +252,7 @@ async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
                 else:
                     assert isinstance(spec, TaskSpec) and recv is not None
                     run = _bind_task(spec, ctx, labels[i], Inbox(recv), fused, send)
-                nursery.start_soon(_run_stage, run, send, recv, labels[i], ctx.counters(labels[i]))
+                spawn(nursery, _run_stage, run, send, recv, labels[i], ctx.counters(labels[i]))
                 recv = next_recv
                 i = j
             assert recv is not None

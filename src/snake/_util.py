@@ -5,11 +5,23 @@ from __future__ import annotations
 import functools
 import inspect
 import pickle
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import trio
 
 #: Largest number of items a single chunk carries between two stages.
 CHUNK_CAP = 1024
+
+
+@trio.lowlevel.enable_ki_protection
+def spawn(nursery: trio.Nursery, async_fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+    """``nursery.start_soon(async_fn, *args)`` with Ctrl-C held off until the next
+    checkpoint. trio's ``start_soon`` is not protected itself: a KeyboardInterrupt landing
+    between making the coroutine and scheduling its task leaves the coroutine never
+    awaited, and a ``RuntimeWarning`` about it at exit (seen with a new epoch's stages
+    starting as Ctrl-C came)."""
+    nursery.start_soon(async_fn, *args)
 
 
 def describe_callable(fn: object) -> str:
@@ -83,7 +95,7 @@ def check_picklable(method: str, fn: Callable[..., Any]) -> None:
         raise TypeError(
             f'{method}(backend="process") needs a picklable function; '
             f"{describe_callable(fn)} is not ({type(exc).__name__}: {exc}). "
-            f"Define it at module level, or use backend=\"thread\"."
+            f'Define it at module level, or use backend="thread".'
         ) from None
 
 

@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from .._chan import Chunk, Inbox, Outbox
+from .._util import spawn
 from .base import Fused, TaskSpec
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class Prefetch(TaskSpec):
         counters.outbox = outbox
         perf = time.perf_counter
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(outbox.run, nursery.cancel_scope)
+            spawn(nursery, outbox.run, nursery.cancel_scope)
             while not fused.done:
                 await outbox.wait_room()
                 t0 = perf()

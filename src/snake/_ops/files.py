@@ -18,7 +18,7 @@ import trio
 
 from .._chan import END
 from .._epoch import EPOCH, epoch_generator
-from .._util import CHUNK_CAP, add_note
+from .._util import CHUNK_CAP, add_note, spawn
 from .base import Chunk, Fused, SourceSpec, timed_send
 
 if TYPE_CHECKING:
@@ -475,14 +475,14 @@ class FromParquet(SourceSpec):
                     for piece in await plan(paths):
                         await limiter.acquire()
                         done, box = trio.Event(), list[Chunk]()
-                        nursery.start_soon(read, piece, done, box)
+                        spawn(nursery, read, piece, done, box)
                         await slots_send.send((done, box))
 
         counters = ctx.counters(label)
         counters.send_chan = send
         with send:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(launch, nursery)
+                spawn(nursery, launch, nursery)
                 stopped = await self._emit(ctx, fused, send, slots_recv, limiter)
                 nursery.cancel_scope.cancel()
             if stopped:

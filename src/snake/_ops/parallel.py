@@ -30,7 +30,7 @@ from .._direct import Dests, SlotBatcher, write_slots
 from .._errors import ErrorBudget, ErrorPolicy, RemoteError, WorkerCrashedError
 from .._pool import WorkerPool, WorkerType, resolve_worker_type, shutdown_context
 from .._stats import StageCounters
-from .._util import CHUNK_CAP, add_note, describe_callable
+from .._util import CHUNK_CAP, add_note, describe_callable, spawn
 from .base import Fused, TaskSpec
 from .inline import _BatchOp
 
@@ -194,13 +194,13 @@ class _Core:
 
     async def run(self, extra_tasks: tuple[Callable[[], Awaitable[Any]], ...] = ()) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.outbox.run, nursery.cancel_scope)
+            spawn(nursery, self.outbox.run, nursery.cancel_scope)
             with self.stop:
                 async with trio.open_nursery() as runners:
                     for task in extra_tasks:
-                        runners.start_soon(task)
+                        spawn(runners, task)
                     for _ in range(self.slots):
-                        runners.start_soon(self.runner)
+                        spawn(runners, self.runner)
             self.outbox.put(self.fused.flush())
             self.outbox.close()
 
@@ -743,7 +743,7 @@ class ParMap(TaskSpec):
         try:
             async with trio.open_nursery() as nursery:
                 if timeout is not None and progress is not None:
-                    nursery.start_soon(watchdog)
+                    spawn(nursery, watchdog)
                 warm = (warm_up,) * self.workers
                 if shared is not None:
                     started = workers.statistics()

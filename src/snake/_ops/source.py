@@ -13,7 +13,7 @@ import attrs
 import trio
 
 from .._chan import END, Outbox
-from .._util import CHUNK_CAP, add_note, describe_callable, describe_iterable
+from .._util import CHUNK_CAP, add_note, describe_callable, describe_iterable, spawn
 from .base import Fused, SourceSpec
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class FromAsyncIterable(SourceSpec):
         outbox = Outbox(send, cap=fused.outbox_cap())
         ctx.counters(label).outbox = outbox
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(outbox.run, nursery.cancel_scope)
+            spawn(nursery, outbox.run, nursery.cancel_scope)
             try:
                 ait = self._open()
                 if inspect.isasyncgen(ait):
