@@ -134,7 +134,7 @@ class Stream(Generic[T]):
         tuples and lists are collated field by field; other items stay a list.
         ``collate=None`` gives plain lists; a sync function is called with each list.
         """
-        check_int("batch", "size", size, minimum=1)
+        size = check_int("batch", "size", size, minimum=1)
         check_bool("batch", "drop_last", drop_last)
         check_collate("batch", collate)
         return self._then(Batch(size, drop_last, collate))
@@ -156,10 +156,10 @@ class Stream(Generic[T]):
         ``pad_to_multiple``; ``lengths`` holds the n_i. Dict and tuple items are padded
         field by field; their other fields are collated as by ``batch()``.
         """
-        check_int("pad_batch", "size", size, minimum=1)
+        size = check_int("pad_batch", "size", size, minimum=1)
         check_pad_value("pad_batch", pad_value)
         if pad_to_multiple is not None:
-            check_int("pad_batch", "pad_to_multiple", pad_to_multiple, minimum=1)
+            pad_to_multiple = check_int("pad_batch", "pad_to_multiple", pad_to_multiple, minimum=1)
         check_bool("pad_batch", "drop_last", drop_last)
         return self._then(PadBatch(size, pad_value, pad_to_multiple, drop_last))
 
@@ -210,7 +210,7 @@ class Stream(Generic[T]):
         cancelled and raises ``TimeoutError`` (or is dropped under ``on_error("skip")``).
         """
         check_callable("par_then", afn, want_async=True)
-        check_int("par_then", "limit", limit, minimum=1)
+        limit = check_int("par_then", "limit", limit, minimum=1)
         check_bool("par_then", "ordered", ordered)
         timeout = _check_timeout("par_then", timeout)
         return self._then(ParThen(afn, limit, ordered, timeout=timeout))
@@ -252,12 +252,12 @@ class Stream(Generic[T]):
             raise TypeError(f"par_map: pool={pool!r} must be a snake.WorkerPool")
         if workers is None:
             workers = pool.workers if pool is not None else default_workers()
-        check_int("par_map", "workers", workers, minimum=1)
+        workers = check_int("par_map", "workers", workers, minimum=1)
         if backend not in _BACKENDS:
             raise ValueError(f"par_map: backend={backend!r} must be one of {_BACKENDS}")
         check_bool("par_map", "ordered", ordered)
         check_worker_type("par_map", worker_type)
-        check_int("par_map", "retries", retries, minimum=0)
+        retries = check_int("par_map", "retries", retries, minimum=0)
         timeout = _check_timeout("par_map", timeout)
         if backend == "thread" and (retries or timeout is not None or pool is not None):
             raise ValueError(
@@ -317,7 +317,7 @@ class Stream(Generic[T]):
         is shuffled differently and reproducibly. ``seed=None`` draws fresh entropy on
         every run. A buffer at least as long as the stream gives a uniform shuffle.
         """
-        check_int("shuffle", "buffer", buffer, minimum=1)
+        buffer = check_int("shuffle", "buffer", buffer, minimum=1)
         return self._then(Shuffle(buffer, check_seed("shuffle", seed)))
 
     def shard(
@@ -376,7 +376,7 @@ class Stream(Generic[T]):
         An endless repeat of an epoch with no items raises ``ValueError``.
         """
         if epochs is not None:
-            check_int("repeat", "epochs", epochs, minimum=0)
+            epochs = check_int("repeat", "epochs", epochs, minimum=0)
         return Stream((Repeat(self._specs, epochs),))
 
     def prefetch(self, n: int, /) -> Stream[T]:
@@ -441,7 +441,7 @@ class Stream(Generic[T]):
                 # running the stream reports the error where it belongs.
                 total = None
         else:
-            check_int("progress", "total", total, minimum=0)
+            total = check_int("progress", "total", total, minimum=0)
         if desc is not None and not isinstance(desc, str):
             raise TypeError(f"progress: desc={desc!r} must be a str or None")
         return self._then(Progress(total, desc))
@@ -618,9 +618,9 @@ def from_parquet(
         if not all(isinstance(c, str) for c in columns):
             raise TypeError(f"from_parquet: columns={columns!r} must be a list of column names")
         cols = tuple(columns)
-    check_int("from_parquet", "batch_rows", batch_rows, minimum=1)
+    batch_rows = check_int("from_parquet", "batch_rows", batch_rows, minimum=1)
     check_bool("from_parquet", "rows", rows)
-    check_int("from_parquet", "readers", readers, minimum=1)
+    readers = check_int("from_parquet", "readers", readers, minimum=1)
     filt: ParquetFilter | None = check_filters("from_parquet", filters)
     check_bool("from_parquet", "shuffle_row_groups", shuffle_row_groups)
     check_bool("from_parquet", "read", read)

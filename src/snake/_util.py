@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import pickle
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -100,12 +101,20 @@ def check_picklable(method: str, fn: Callable[..., Any]) -> None:
 
 
 def check_int(method: str, name: str, value: object, *, minimum: int) -> int:
-    """Validate an integer argument, quoting it in the error."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Validate an integer argument, quoting it in the error, and return it as a plain ``int``.
+
+    Anything ``operator.index`` takes is an int here (``np.int64(45)``, say), so a spec
+    stores a plain ``int`` whatever the caller passed; bools and floats are refused.
+    """
+    if isinstance(value, bool):
         raise TypeError(f"{method}: {name}={value!r} must be an int")
-    if value < minimum:
+    try:
+        n = int(operator.index(value))  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{method}: {name}={value!r} must be an int") from None
+    if n < minimum:
         raise ValueError(f"{method}: {name}={value!r} must be >= {minimum}")
-    return value
+    return n
 
 
 def check_bool(method: str, name: str, value: object) -> bool:

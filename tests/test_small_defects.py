@@ -1,0 +1,120 @@
+"""Small defects, one section each: NumPy integers as integer options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import funcs
+import numpy as np
+import pytest
+
+import snake
+
+
+class Index:
+    """Not an int, but usable as one: it has ``__index__`` (as NumPy integers do)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __index__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return f"Index({self.n})"
+
+
+# -- integer options take anything operator.index takes -------------------------------------
+
+SOURCE = snake.from_iterable(range(100))
+
+#: (build the stream from an integer option, that option as a NumPy or __index__ integer)
+OPTIONS: list[tuple[str, Callable[[Any], snake.Stream[Any]], Any]] = [
+    ("take", lambda n: SOURCE.take(n), np.int64(45)),
+    ("skip", lambda n: SOURCE.skip(n), np.int32(7)),
+    ("batch", lambda n: SOURCE.batch(n, collate=None), np.int64(10)),
+    ("pad_batch", lambda n: SOURCE.map(funcs.repeat_n).pad_batch(4, pad_to_multiple=n), np.uint8(8)),
+    ("shuffle buffer", lambda n: SOURCE.shuffle(n, seed=0), np.int64(16)),
+    ("prefetch", lambda n: SOURCE.prefetch(n), np.uint16(4)),
+    ("repeat", lambda n: SOURCE.take(3).repeat(n), np.int8(2)),
+    ("progress total", lambda n: SOURCE.progress(total=n), np.int64(100)),
+    ("par_then limit=", lambda n: SOURCE.par_then(funcs.ainc, limit=n), np.int64(3)),
+    (
+        "par_map workers= (threads)",
+        lambda n: SOURCE.par_map(funcs.inc, workers=n, backend="thread"),
+        np.int64(2),
+    ),
+    ("par_map workers= (processes)", lambda n: SOURCE.par_map(funcs.inc, workers=n), np.int64(2)),
+    ("par_map retries=", lambda n: SOURCE.par_map(funcs.inc, workers=1, retries=n), np.int16(1)),
+    ("an __index__ object", lambda n: SOURCE.take(n), Index(45)),
+]
+
+
+@pytest.mark.parametrize(("build", "value"), [o[1:] for o in OPTIONS], ids=[o[0] for o in OPTIONS])
+def test_an_integer_option_takes_numpy_integers_and_stores_a_plain_int(
+    build: Callable[[Any], snake.Stream[Any]], value: Any
+) -> None:
+    stream = build(value)
+    plain = build(int(value))
+    # The repr replays the chain with plain ints: `take(45)`, never `take(np.int64(45))`.
+    assert repr(stream) == repr(plain)
+    assert "np." not in repr(stream) and "Index" not in repr(stream)
+    got, want = stream.to_list(), plain.to_list()
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        if isinstance(a, tuple):  # pad_batch: (batch, lengths), two arrays
+            assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        else:
+            assert a == b
+
+
+def last_spec(stream: snake.Stream[Any]) -> Any:
+    return stream._specs[-1]
+
+
+def test_a_numpy_integer_option_is_a_plain_int_in_the_spec() -> None:
+    # Typed Any: the signatures say int; a NumPy integer is what a static checker refuses.
+    i64: Any = np.int64(3)
+    index: Any = Index(3)
+    stored = [
+        last_spec(SOURCE.take(i64)).n,
+        last_spec(SOURCE.skip(index)).n,
+        last_spec(SOURCE.batch(i64)).size,
+        last_spec(SOURCE.shuffle(i64)).buffer,
+        last_spec(SOURCE.prefetch(index)).n,
+        last_spec(SOURCE.par_then(funcs.ainc, limit=i64)).limit,
+        last_spec(SOURCE.par_map(funcs.inc, workers=i64)).workers,
+    ]
+    assert [type(v) for v in stored] == [int] * len(stored)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (True, TypeError, "take: n=True must be an int"),
+        (np.True_, TypeError, "take: n=np.True_ must be an int"),
+        (3.0, TypeError, "take: n=3.0 must be an int"),
+        (np.float64(3), TypeError, r"take: n=np.float64\(3.0\) must be an int"),
+        ("3", TypeError, "take: n='3' must be an int"),
+        (None, TypeError, "take: n=None must be an int"),
+        (-1, ValueError, "take: n=-1 must be >= 0"),
+        (np.int64(-1), ValueError, r"take: n=np.int64\(-1\) must be >= 0"),
+        (Index(-2), ValueError, r"take: n=Index\(-2\) must be >= 0"),
+    ],
+)
+def test_bools_floats_and_small_integers_are_still_refused_quoting_the_argument(
+    value: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{message}$"):
+        SOURCE.take(value)
+
+
+def test_a_numpy_integer_is_refused_where_an_int_would_be() -> None:
+    zero: Any = np.int64(0)
+    with pytest.raises(ValueError, match=r"^batch: size=np.int64\(0\) must be >= 1$"):
+        SOURCE.batch(zero)
+    with pytest.raises(ValueError, match=r"^par_map: workers=np.int64\(0\) must be >= 1$"):
+        SOURCE.par_map(funcs.inc, workers=zero)
+    with pytest.raises(ValueError, match=r"^par_then: limit=np.int64\(0\) must be >= 1$"):
+        SOURCE.par_then(funcs.ainc, limit=zero)
