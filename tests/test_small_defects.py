@@ -1,8 +1,13 @@
-"""Small defects, one section each: NumPy integers as integer options."""
+"""Small defects, one section each: NumPy integers as integer options, and pickling and
+copying a Stream.
+"""
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import funcs
@@ -118,3 +123,78 @@ def test_a_numpy_integer_is_refused_where_an_int_would_be() -> None:
         SOURCE.par_map(funcs.inc, workers=zero)
     with pytest.raises(ValueError, match=r"^par_then: limit=np.int64\(0\) must be >= 1$"):
         SOURCE.par_then(funcs.ainc, limit=zero)
+
+
+# -- pickle, copy and deepcopy ------------------------------------------------------------
+
+STREAMS: dict[str, snake.Stream[Any]] = {
+    "a chain of stages": (
+        snake.from_iterable(range(50))
+        .map(funcs.inc)
+        .filter(funcs.is_even)
+        .flat_map(funcs.repeat_n)
+        .batch(4, collate=None)
+        .shuffle(8, seed=3)
+        .prefetch(2)
+    ),
+    "on_error, take and partial": (
+        snake.from_iterable(range(30))
+        .map(funcs.fail_on_7)
+        .on_error("skip")
+        .par_then(partial(funcs.ainc), limit=4)
+        .take(10)
+    ),
+    "nested streams": snake.chain(
+        snake.zip(snake.from_iterable(range(5)), snake.from_iterable("abcde")),
+        snake.mix([snake.from_iterable([(9, "x")]), snake.from_iterable([(8, "y")])], seed=1),
+    ).repeat(2),
+    "par_map": snake.from_iterable(range(20)).par_map(funcs.square, workers=2).enumerate(),
+}
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_a_stream_survives_pickling_with_the_same_repr_and_items(name: str, protocol: int) -> None:
+    stream = STREAMS[name]
+    again = pickle.loads(pickle.dumps(stream, protocol=protocol))
+    assert type(again) is snake.Stream
+    assert repr(again) == repr(stream)
+    assert again.to_list() == stream.to_list()
+
+
+@pytest.mark.parametrize("how", [copy.copy, copy.deepcopy], ids=["copy", "deepcopy"])
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_a_stream_can_be_copied_and_deep_copied(name: str, how: Callable[[Any], Any]) -> None:
+    stream = STREAMS[name]
+    again = how(stream)
+    assert type(again) is snake.Stream
+    assert repr(again) == repr(stream)
+    assert again.to_list() == stream.to_list()
+
+
+def test_a_copy_is_immutable_and_a_deep_copy_owns_its_source() -> None:
+    items = [1, 2, 3]
+    stream = snake.from_iterable(items).map(funcs.inc)
+    deep, shallow = copy.deepcopy(stream), copy.copy(stream)
+    items.append(4)
+    assert deep.to_list() == [2, 3, 4]
+    assert shallow.to_list() == [2, 3, 4, 5]  # the same source list, as for a tuple
+    with pytest.raises(AttributeError, match="Stream is immutable"):
+        deep._specs = ()
+
+
+def test_a_stream_holding_a_lambda_fails_pickling_naming_it() -> None:
+    stream = snake.from_iterable(range(3)).map(lambda x: x + 1)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises((pickle.PicklingError, AttributeError)) as info:
+            pickle.dumps(stream, protocol=protocol)
+        assert "<lambda>" in str(info.value), str(info.value)
+        assert "immutable" not in str(info.value)
+    # A deep copy does not need pickling: functions are copied as themselves.
+    assert copy.deepcopy(stream).to_list() == [1, 2, 3]
+
+
+def test_a_stream_of_a_generator_fails_pickling_naming_the_generator() -> None:
+    stream = snake.from_iterable(x for x in range(3))
+    with pytest.raises(TypeError, match="cannot pickle 'generator' object"):
+        pickle.dumps(stream)

@@ -83,6 +83,11 @@ class Stream(Generic[T]):
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("Stream is immutable: every method returns a new Stream")
 
+    def __reduce__(self) -> tuple[type[Stream[Any]], tuple[tuple[Spec, ...]]]:
+        # pickle and copy rebuild the stream from its specs: their default restores the
+        # slot with setattr, which an immutable Stream refuses.
+        return (Stream, (self._specs,))
+
     def __repr__(self) -> str:
         return ".".join(spec.describe() for spec in self._specs)
 
