@@ -1,20 +1,23 @@
-"""Small defects, one section each: NumPy integers as integer options, and pickling and
-copying a Stream.
+"""Small defects, one section each: NumPy integers as integer options, pickling and
+copying a Stream, and the end of ``snake.aio``'s ``receive()`` as asyncio code sees it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import pickle
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
 import funcs
 import numpy as np
 import pytest
+import trio
 
 import snake
+import snake.aio
 
 
 class Index:
@@ -198,3 +201,76 @@ def test_a_stream_of_a_generator_fails_pickling_naming_the_generator() -> None:
     stream = snake.from_iterable(x for x in range(3))
     with pytest.raises(TypeError, match="cannot pickle 'generator' object"):
         pickle.dumps(stream)
+
+
+# -- snake.aio: receive() after the last item ---------------------------------------------
+
+
+def test_aio_receive_after_the_last_item_raises_snake_aio_end_of_stream() -> None:
+    async def main() -> list[int]:
+        got = []
+        async with snake.aio.open(snake.from_iterable(range(3))) as items:
+            while True:
+                try:
+                    got.append(await items.receive())
+                except snake.aio.EndOfStream:
+                    break
+            # Every later receive() says the same; receive_chunk() and async for just end.
+            with pytest.raises(snake.aio.EndOfStream):
+                await items.receive()
+            assert await items.receive_chunk() is None
+            assert [x async for x in items] == []
+        return got
+
+    assert asyncio.run(main()) == [0, 1, 2]
+
+
+def test_aio_end_of_stream_is_a_trio_end_of_channel_for_code_that_caught_that() -> None:
+    assert issubclass(snake.aio.EndOfStream, trio.EndOfChannel)
+    assert not issubclass(snake.aio.EndOfStream, StopAsyncIteration)
+    assert snake.aio.EndOfStream.__module__ == "snake.aio"
+
+    async def main() -> None:
+        empty: list[int] = []
+        async with snake.aio.open(snake.from_iterable(empty)) as items:
+            with pytest.raises(trio.EndOfChannel):
+                await items.receive()
+
+    asyncio.run(main())
+
+
+def test_aio_receive_in_an_async_generator_ends_it_cleanly() -> None:
+    # A StopAsyncIteration from receive() would become "RuntimeError: async generator raised
+    # StopAsyncIteration" here; EndOfStream is an ordinary exception to catch.
+    async def pairs(items: snake.aio.AsyncioItems[int]) -> AsyncIterator[tuple[int, int]]:
+        while True:
+            try:
+                a = await items.receive()
+                b = await items.receive()
+            except snake.aio.EndOfStream:
+                return
+            yield a, b
+
+    async def main() -> list[tuple[int, int]]:
+        async with snake.aio.open(snake.from_iterable(range(7))) as items:
+            return [p async for p in pairs(items)]
+
+    assert asyncio.run(main()) == [(0, 1), (2, 3), (4, 5)]
+
+
+def test_aio_async_for_still_ends_without_an_exception() -> None:
+    async def main() -> list[int]:
+        async with snake.aio.open(snake.from_iterable(range(2000)).map(funcs.double)) as items:
+            return [x async for x in items]
+
+    assert asyncio.run(main()) == [2 * x for x in range(2000)]
+
+
+def test_aio_a_stage_error_comes_before_the_end() -> None:
+    async def main() -> None:
+        async with snake.aio.open(snake.from_iterable(range(10)).map(funcs.fail_on_7)) as items:
+            while True:
+                await items.receive()
+
+    with pytest.raises(funcs.Boom):
+        asyncio.run(main())

@@ -40,13 +40,21 @@ from ._stats import PipelineStatistics
 from ._stream import Stream
 from ._sync import HANDOFF_CHUNKS, HANDOFF_LOW_WATER
 
-__all__ = ["AsyncioItems", "RuntimeStatistics", "open", "statistics"]
+__all__ = ["AsyncioItems", "EndOfStream", "RuntimeStatistics", "open", "statistics"]
 
 T = TypeVar("T")
 
 #: Seconds a later ``snake.aio.open()`` waits for the pipelines of a loop that was closed
 #: with them open to stop (see ``_Runtime.finish_stranded``).
 _STRANDED_WAIT_S = 10.0
+
+
+class EndOfStream(trio.EndOfChannel):
+    """Raised by :meth:`AsyncioItems.receive` after the last item: asyncio code catches
+    ``snake.aio.EndOfStream`` (as anyio's streams raise ``anyio.EndOfStream``) and needs
+    no trio import. A subclass of ``trio.EndOfChannel``, which ``receive()`` raised
+    before, so code that catches that keeps working. ``async for`` just ends.
+    """
 
 
 @attrs.frozen
@@ -423,7 +431,7 @@ class AsyncioItems(AsyncIterator[T], Generic[T]):
     """The consumer's end of a pipeline opened with ``snake.aio.open()``: an async iterator.
 
     The twin of :class:`snake.Items` for asyncio: ``async for``, ``receive()``
-    (raises ``trio.EndOfChannel`` after the last item), ``receive_chunk()``,
+    (raises :class:`EndOfStream` after the last item), ``receive_chunk()``,
     ``statistics()`` and ``report()``. Buffered items are handed out without
     suspending; the consumer suspends only when it needs the next chunk. Several
     asyncio tasks may read one ``AsyncioItems`` at once: each item goes to one of them.
@@ -475,11 +483,13 @@ class AsyncioItems(AsyncIterator[T], Generic[T]):
             raise RuntimeError("snake.aio: the pipeline was closed; it has no more items")
 
     async def receive(self) -> T:
-        """The next item; raises ``trio.EndOfChannel`` after the last one."""
+        """The next item; raises :class:`snake.aio.EndOfStream` after the last one (a
+        subclass of ``trio.EndOfChannel``; it is not ``StopAsyncIteration``, which an
+        async generator that awaits ``receive()`` would turn into a ``RuntimeError``)."""
         pos = self._pos
         if pos >= len(self._buf):
             if not await self._refill():
-                raise trio.EndOfChannel
+                raise EndOfStream
             pos = self._pos
         self._pos = pos + 1
         return self._buf[pos]  # type: ignore[no-any-return]
