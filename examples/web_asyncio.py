@@ -17,7 +17,6 @@ the app and closed at shutdown.
 import argparse
 import asyncio
 import math
-import multiprocessing
 import os
 import re
 import socket
@@ -78,6 +77,22 @@ def ndjson(batch):
 # -- the service ----------------------------------------------------------------------
 
 
+#: Every worker process the pool has had (for the "left" count at shutdown).
+pool_pids = set()
+
+
+def processes_left(pids):
+    """How many of ``pids`` still run."""
+    left = 0
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            left += 1
+        except ProcessLookupError:
+            pass
+    return left
+
+
 @asynccontextmanager
 async def lifespan(app):
     # `async with`: at shutdown the pool waits for its workers to exit in a thread, not on
@@ -87,6 +102,7 @@ async def lifespan(app):
         async with snake.aio.open(snake.from_iterable(range(2)).par_map(worker_pid, pool=pool)) as items:
             async for _ in items:
                 pass
+        pool_pids.update(pool.statistics().pids)
         app.state.pool = pool
         yield
     # Leaving the pool's block has stopped its worker processes.
@@ -196,7 +212,7 @@ async def stats():
         "snake_tasks": runtime.tasks,
         "snake_threads": snake_threads(),
         "pool": {"idle_workers": pool.idle_workers, "running_workers": pool.running_workers},
-        "worker_pids": sorted(p.pid for p in multiprocessing.active_children()),
+        "worker_pids": sorted(pool.pids),
     }
 
 
@@ -232,7 +248,7 @@ def serve(port):
         server.run(sockets=[sock])  # until SIGINT or SIGTERM; then the pool closes
     except KeyboardInterrupt:
         pass
-    print("stopped; worker processes left:", len(multiprocessing.active_children()), flush=True)
+    print("stopped; worker processes left:", processes_left(pool_pids), flush=True)
 
 
 async def self_test():
@@ -275,7 +291,7 @@ async def self_test():
         print(f"pool survived: same workers {stats['worker_pids'] == pids}, {stats['pool']}")
     server.should_exit = True
     await serving
-    print("stopped; worker processes left:", len(multiprocessing.active_children()))
+    print("stopped; worker processes left:", processes_left(pool_pids))
 
 
 if __name__ == "__main__":  # worker processes may re-import this file

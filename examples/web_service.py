@@ -20,7 +20,6 @@ A binary frame is: a 4-byte little-endian length h, h bytes of JSON header
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import re
 import signal
@@ -188,6 +187,22 @@ class PipelineResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+#: Every worker process the pool has had (for the "left" count at shutdown).
+pool_pids = set()
+
+
+def processes_left(pids):
+    """How many of ``pids`` still run."""
+    left = 0
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            left += 1
+        except ProcessLookupError:
+            pass
+    return left
+
+
 class Service:
     def __init__(self, workers=2):
         self.workers = workers
@@ -209,6 +224,7 @@ class Service:
         async with snake.WorkerPool(self.workers) as pool:
             # Start the workers now, not on the first request.
             await snake.from_iterable(range(self.workers)).par_map(worker_pid, pool=pool).collect()
+            pool_pids.update(pool.statistics().pids)
             self.pool = pool
             yield
             self.pool = None
@@ -290,7 +306,7 @@ class Service:
                     "idle_workers": self.pool.statistics().idle_workers,
                     "running_workers": self.pool.statistics().running_workers,
                 },
-                "worker_pids": sorted(p.pid for p in multiprocessing.active_children()),
+                "worker_pids": sorted(self.pool.statistics().pids),
             }
         )
 
@@ -342,7 +358,7 @@ async def main(port):
                 partial(hypercorn.trio.serve, Service().app, config(port), shutdown_trigger=until_signal)
             )
             print(f"serving on {url}", flush=True)
-    print("stopped; worker processes left:", len(multiprocessing.active_children()), flush=True)
+    print("stopped; worker processes left:", processes_left(pool_pids), flush=True)
 
 
 async def self_test():
@@ -391,7 +407,7 @@ async def self_test():
             )
             print(f"pool survived: same workers {stats['worker_pids'] == pids}, {stats['pool']}")
         done.set()
-    print("stopped; worker processes left:", len(multiprocessing.active_children()))
+    print("stopped; worker processes left:", processes_left(pool_pids))
 
 
 if __name__ == "__main__":  # worker processes may re-import this file

@@ -13,11 +13,15 @@ import trio
 
 
 def child_processes() -> list[psutil.Process]:
-    """Live (non-zombie) child processes of this test process."""
+    """Live (non-zombie) descendant processes of this test process, except those snake
+    keeps on purpose (its worker launcher and the idle workers of its process-wide cache)."""
+    from snake._workers.procs import kept_pids
+
+    kept = kept_pids()
     out = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if p.status() != psutil.STATUS_ZOMBIE:
+            if p.pid not in kept and p.status() != psutil.STATUS_ZOMBIE:
                 out.append(p)
         except psutil.NoSuchProcess:
             pass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-import multiprocessing
 import os
 import re
 import subprocess
@@ -123,7 +122,7 @@ def raise_unpicklable(x: int) -> int:
 
 def key_error_here_another_error_in_workers(x: int) -> int:
     """A KeyError in the sequential reference, but a BadKeyError in worker processes."""
-    if multiprocessing.parent_process() is not None:
+    if os.environ.get("SNAKE_WORKER_PROCESS"):  # set in snake's worker processes
         raise BadKeyError(f"item {x}")
     raise KeyError(x)
 

@@ -59,7 +59,8 @@ def live_children(ps: psutil.Process) -> list[psutil.Process]:
     out = []
     for p in ps.children(recursive=True):
         try:
-            if p.status() != psutil.STATUS_ZOMBIE:
+            # snake's worker launcher is not a worker: it only forks them.
+            if p.status() != psutil.STATUS_ZOMBIE and p.name() != "snake-launcher":
                 out.append(p)
         except psutil.NoSuchProcess:
             pass
@@ -544,12 +545,11 @@ async def test_a_client_that_stops_reading_costs_no_cpu_and_no_growing_memory(se
 
 
 def load_example() -> Any:
-    spec = importlib.util.spec_from_file_location("web_service", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["web_service"] = module  # fork workers unpickle its functions by name
-    spec.loader.exec_module(module)
-    return module
+    # Imported by name, as worker processes import it to unpickle its functions.
+    examples = str(Path(EXAMPLE).parent)
+    if examples not in sys.path:
+        sys.path.append(examples)
+    return importlib.import_module("web_service")
 
 
 def fail_at_3000(i: int) -> tuple[int, int]:

@@ -64,7 +64,8 @@ def live_children(ps: psutil.Process) -> set[int]:
     out = set()
     for p in ps.children(recursive=True):
         try:
-            if p.status() != psutil.STATUS_ZOMBIE:
+            # snake's worker launcher is not a worker: it only forks them.
+            if p.status() != psutil.STATUS_ZOMBIE and p.name() != "snake-launcher":
                 out.add(p.pid)
         except psutil.NoSuchProcess:
             pass

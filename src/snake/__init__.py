@@ -7,8 +7,6 @@ from ._errors import RemoteError as RemoteError
 from ._errors import WorkerCrashedError as WorkerCrashedError
 from ._ops.files import ParquetRowGroup as ParquetRowGroup
 from ._ops.files import read_bytes as read_bytes
-from ._pool import WorkerPool as WorkerPool
-from ._pool import WorkerPoolStatistics as WorkerPoolStatistics
 from ._run import Items as Items
 from ._stats import PipelineStatistics as PipelineStatistics
 from ._stats import StageStatistics as StageStatistics
@@ -21,6 +19,8 @@ from ._stream import from_parquet as from_parquet
 from ._stream import mix as mix
 from ._stream import zip as zip
 from ._sync import SyncItems as SyncItems
+from ._workers.pool import WorkerPool as WorkerPool
+from ._workers.pool import WorkerPoolStatistics as WorkerPoolStatistics
 
 __version__ = "0.1.0"
 

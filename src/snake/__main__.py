@@ -48,7 +48,7 @@ def _demo_dataset(args: argparse.Namespace) -> int:
             run_dataset_demo,
             write_dataset,
         )
-        from ._pool import WorkerPool
+        from ._workers.pool import WorkerPool
 
         need_data_extra()
     except ImportError as exc:

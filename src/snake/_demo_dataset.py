@@ -26,8 +26,8 @@ import trio
 
 from ._epoch import current_epoch, rng
 from ._ops.files import ParquetRowGroup
-from ._pool import WorkerPool
 from ._stream import Stream, from_parquet
+from ._workers.pool import WorkerPool
 
 #: Side of the stored square grayscale images, in pixels.
 IMAGE = 64

@@ -265,15 +265,41 @@ async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         error = pick_exception(group)
+        _break_cycles(group, error)
     if error is not None:
-        if isinstance(error.__context__, trio.Cancelled):
-            # Picked up while trio unwound the other tasks: noise in the traceback.
-            error.__suppress_context__ = True
         # Raised outside the except block, so the group does not become its __context__.
         try:
             raise error
         finally:
+            if isinstance(error.__context__, trio.Cancelled):
+                # The cancellation that the consumer's block got (set again by this raise):
+                # noise in the traceback, and a reference cycle through trio's frames.
+                _break_cycles(error.__context__, error)
+                error.__context__ = None
+                error.__suppress_context__ = True
             error = None
+
+
+def _break_cycles(exc: BaseException, keep: BaseException) -> None:
+    """Drop the tracebacks of ``exc`` and of what it holds (groups, contexts), except
+    ``keep``'s own. trio's frames in those tracebacks refer back to the exceptions:
+    cycles that only the garbage collector would free, and with them the items (shared
+    memory included) that the pipeline's frames held when it failed. (Frames are never
+    cleared: a suspended one would finalize its coroutine.)"""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if e is not keep:
+            e.__traceback__ = None
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        for linked in (e.__context__, e.__cause__):
+            if linked is not None and linked is not keep:
+                todo.append(linked)
 
 
 def _bind_source(

@@ -101,6 +101,17 @@ def worker_run(prefix: str) -> None:
     _worker_prefix = prefix
 
 
+def worker_end_run(prefix: str) -> None:
+    """In a worker, when the main process ends a stage run: unmap its segments and its
+    progress slots now (mappings still exported are dropped with their last view)."""
+    global _worker_prefix
+    _unmap(_worker_maps.pop(prefix, {}))
+    if _worker_prefix == prefix:
+        _worker_prefix = ""
+    for path in [p for p in _worker_progress if os.path.basename(p).startswith(prefix)]:
+        del _worker_progress[path]
+
+
 def worker_map(name: str, size: int, populate: bool = True) -> mmap.mmap:
     """In a worker: ``name`` mapped whole (once per stage run). ``populate`` faults every
     page in at once (for a segment written whole; not for a slab written a row at a time)."""
@@ -208,6 +219,12 @@ class Segments:
                     break
         return out
 
+    def close(self) -> None:
+        """Drop every mapping: each is unmapped (and its fd closed) at once, unless an
+        array handed out still uses it; then with that array's last reference."""
+        self._owners.clear()
+        self._lent.clear()
+
     def returned(self, lent: list[tuple[str, int]]) -> None:
         for name, _ in lent:
             self._lent.discard(name)
@@ -297,6 +314,10 @@ class Progress:
         self.view: np.ndarray[Any, np.dtype[np.int64]] = np.frombuffer(self._mm, dtype=np.int64)
         self.view[:] = -1
         self._free = list(range(slots))
+
+    def close(self) -> None:
+        del self.view
+        self._mm.close()
 
     def take(self) -> int:
         slot = self._free.pop()

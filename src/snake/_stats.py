@@ -47,11 +47,13 @@ class StageCounters:
         "send_chan",
         "sending",
         "slots",
+        "stalls",
         "started",
         "stopped",
         "timeouts",
         "wait_down_s",
         "wait_up_s",
+        "watch",
         "workers_lost",
     )
 
@@ -61,6 +63,9 @@ class StageCounters:
         self.retries = 0
         self.timeouts = 0
         self.workers_lost = 0
+        #: Stall warnings logged (``stall_timeout``), and what watches the items in flight.
+        self.stalls = 0
+        self.watch: Any = None
         self.budget: ErrorBudget | None = None
         #: Items handed to the stage's function and not finished (parallel stages).
         self.in_flight = 0
@@ -151,6 +156,11 @@ class StageStatistics:
     #: Items received and not yet finished: running in a ``par_then`` task or a
     #: ``par_map`` worker (0 for other stages).
     in_flight: int = 0
+    #: Stall warnings the stage logged: an item ran past ``stall_timeout`` (``par_map``).
+    stalls: int = 0
+    #: Seconds the longest-running item in flight has been running (``par_map``; 0.0
+    #: when none runs). Sampled as often as the stage's deadlines and stalls are watched.
+    oldest_item_s: float = 0.0
     #: Seconds the stage has been running (for an inline stage: its host task's).
     elapsed_s: float = 0.0
     #: Seconds the stage spent working: for ``par_then``/``par_map``, the busy
@@ -210,6 +220,7 @@ def snapshot(
         "retries": _int(source, "retries"),
         "timeouts": _int(source, "timeouts"),
         "workers_lost": _int(source, "workers_lost"),
+        "stalls": _int(source, "stalls"),
     }
     if isinstance(source, StageCounters):
         c = source
@@ -218,6 +229,7 @@ def snapshot(
         return StageStatistics(
             **common,
             in_flight=c.in_flight,
+            oldest_item_s=c.watch.longest() if c.watch is not None and c.in_flight else 0.0,
             elapsed_s=elapsed,
             busy_s=busy,
             wait_upstream_s=c.wait_up_s,

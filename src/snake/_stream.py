@@ -37,10 +37,10 @@ from ._ops.observe import Monitor, Progress
 from ._ops.order import Shard, Shuffle, resolve_shard
 from ._ops.parallel import Backend, ParMap, ParThen
 from ._ops.source import FromAsyncIterable, FromIterable
-from ._pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._run import Items, open_pipeline
 from ._sync import SyncItems, open_sync
-from ._util import check_bool, check_callable, check_int, check_picklable
+from ._util import check_bool, check_callable, check_importable, check_int, check_picklable
+from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -51,13 +51,13 @@ _BACKENDS = ("process", "thread")
 _ON_ERROR_MODES = ("raise", "skip")
 
 
-def _check_timeout(method: str, timeout: object) -> float | None:
+def _check_timeout(method: str, timeout: object, name: str = "timeout") -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{method}: timeout={timeout!r} must be a number of seconds or None")
+        raise TypeError(f"{method}: {name}={timeout!r} must be a number of seconds or None")
     if not timeout > 0:
-        raise ValueError(f"{method}: timeout={timeout!r} must be > 0")
+        raise ValueError(f"{method}: {name}={timeout!r} must be > 0")
     return float(timeout)
 
 
@@ -232,17 +232,35 @@ class Stream(Generic[T]):
         retries: int = 0,
         timeout: float | None = None,
         pool: WorkerPool | None = None,
+        stall_timeout: float | None = 60.0,
     ) -> Stream[U]:
         """Run a sync ``fn`` on every item in parallel: for CPU work.
 
-        ``backend="process"`` runs ``fn`` in ``workers`` worker processes
-        (trio-parallel), which need ``fn`` to be picklable (defined at module
-        level). ``backend="thread"`` runs it in threads: right for code that
-        releases the GIL, such as ``snake.kernels`` and most NumPy. Items travel
-        in chunks sized from the measured per-item time. ``workers`` defaults to
-        the number of CPUs this process may use. ``worker_type`` picks how
-        worker processes start: ``"auto"`` is ``"fork"`` on Linux (about 4 ms a
-        worker) and ``"spawn"`` elsewhere (100-300 ms, re-imports ``__main__``).
+        ``backend="process"`` runs ``fn`` in ``workers`` worker processes, which
+        need ``fn`` to be picklable (defined at module level; workers import the
+        script's main module, so a script must open its pipelines under ``if
+        __name__ == "__main__":``). ``backend="thread"`` runs it in threads: right
+        for code that releases the GIL, such as ``snake.kernels`` and most NumPy.
+        Items travel in chunks sized from the measured per-item time. ``workers``
+        defaults to the number of CPUs this process may use.
+
+        Worker processes are never forked from your process, which has threads
+        (snake's own, pyarrow's, BLAS's), and a fork can inherit a lock another
+        thread held and hang. ``worker_type`` picks how they start:
+
+        - ``"auto"`` / ``"forkserver"``: forked from snake's launcher, a
+          single-threaded process started once per process that has imported your
+          main module, snake and NumPy: a few ms a worker.
+        - ``"spawn"``: each worker a fresh interpreter (slower to start).
+        - ``"fork"``: fork this process. Fast, and it sees everything your process
+          has in memory, but **unsafe once the process has threads**: the worker
+          can deadlock on a lock that another thread held at the fork. Only for
+          processes known to be single-threaded.
+
+        Idle workers wait in a process-wide cache for the next stage, run, epoch or
+        ``open()`` (``SNAKE_WORKER_IDLE_TIMEOUT`` seconds, 60 by default), so only
+        the first pipeline of a process pays for start-up. A worker never outlives
+        your process, even while stuck in native code.
 
         Process workers only: a worker that dies (a crash, ``os._exit``, a signal)
         raises ``WorkerCrashedError`` naming the item; with ``retries=k`` the item
@@ -250,7 +268,13 @@ class Stream(Generic[T]):
         item) kills the worker of an item that runs longer and raises
         ``TimeoutError`` (or retries it). Large numpy arrays in results come back
         through shared memory. ``pool`` runs the stage on a :class:`WorkerPool`'s
-        warm workers instead of starting its own.
+        own workers.
+
+        ``stall_timeout``: when an item has run this many seconds, a warning goes to
+        the ``snake`` logger naming the stage, the item and how long it has run,
+        with the Python stack of every busy worker; it repeats every
+        ``stall_timeout`` seconds while the stage stays stuck (``None``: never).
+        ``statistics()`` counts these as ``stalls``.
         """
         check_callable("par_map", fn, want_async=False)
         if pool is not None and not isinstance(pool, WorkerPool):
@@ -264,6 +288,7 @@ class Stream(Generic[T]):
         check_worker_type("par_map", worker_type)
         retries = check_int("par_map", "retries", retries, minimum=0)
         timeout = _check_timeout("par_map", timeout)
+        stall_timeout = _check_timeout("par_map", stall_timeout, name="stall_timeout")
         if backend == "thread" and (retries or timeout is not None or pool is not None):
             raise ValueError(
                 f'par_map: retries={retries!r}, timeout={timeout!r} and pool need backend="process" '
@@ -276,12 +301,22 @@ class Stream(Generic[T]):
                 raise ValueError("par_map: worker_type is set by the pool; leave it out with pool=")
         if backend == "process":
             check_picklable("par_map", fn)
-            # Imported now (~10 ms), not when the stage starts: opening the stream
-            # goes straight to starting workers.
-            import trio_parallel  # noqa: F401
+            check_importable("par_map", fn, worker_type if pool is None else pool.worker_type)
         elif worker_type != "auto":
             raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
-        return self._then(ParMap(fn, workers, backend, ordered, worker_type, retries, timeout, pool))
+        return self._then(
+            ParMap(
+                fn,
+                workers,
+                backend,
+                ordered,
+                worker_type,
+                retries,
+                timeout,
+                pool,
+                stall_timeout=stall_timeout,
+            )
+        )
 
     def on_error(self, mode: ErrorMode, /, *, max_errors: float | None = None) -> Stream[T]:
         """Set what the stage just before does when its function raises for an item.

@@ -65,6 +65,15 @@ class _Bridge:
             self._started.set()
 
     async def _trio_main(self) -> None:
+        try:
+            await self._pump()
+        except Exception as exc:
+            # Kept here, not left as the run's outcome: trio's finished run is a cycle of
+            # tasks that only the garbage collector frees, and it would hold the error
+            # (with the items its traceback refers to) as long.
+            self._error = exc
+
+    async def _pump(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._room = trio.Event()
         with trio.CancelScope() as scope:
@@ -137,7 +146,10 @@ class _Bridge:
         """Raise the pipeline's error if it failed after the consumer stopped reading."""
         error, self._error = self._error, None
         if error is not None:
-            raise error
+            try:
+                raise error
+            finally:
+                error = None  # no cycle through this frame: the items it holds go with it
 
     def close(self) -> None:
         """Cancel the pipeline (if it still runs) and wait for the helper thread."""

@@ -100,6 +100,26 @@ def check_picklable(method: str, fn: Callable[..., Any]) -> None:
         ) from None
 
 
+def check_importable(method: str, fn: Callable[..., Any], worker_type: str) -> None:
+    """Raise ``ValueError`` if worker processes could not import ``fn``: it is defined in
+    a main module that has no file (``python -c``, a REPL, a notebook)."""
+    if worker_type == "fork":
+        return  # a forked worker has the parent's __main__
+    target = _unwrap_partial(fn)
+    if getattr(target, "__module__", None) != "__main__":
+        return
+    import sys
+
+    main = sys.modules.get("__main__")
+    if getattr(main, "__file__", None) or getattr(getattr(main, "__spec__", None), "name", None):
+        return
+    raise ValueError(
+        f"{method}: {describe_callable(fn)} is defined in an interactive session (its __main__ has "
+        "no file), which worker processes cannot import; define it in a module, or pass "
+        'worker_type="fork" if this process has no other threads'
+    )
+
+
 def check_int(method: str, name: str, value: object, *, minimum: int) -> int:
     """Validate an integer argument, quoting it in the error, and return it as a plain ``int``.
 

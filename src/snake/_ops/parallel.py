@@ -12,27 +12,23 @@ concurrency.
 
 from __future__ import annotations
 
+import logging
 import math
-import operator
-import pickle
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
 
-from .. import _shm
 from .._chan import Chunk, Inbox, Outbox
-from .._collate import Collator
-from .._direct import Dests, SlotBatcher, write_slots
-from .._errors import ErrorBudget, ErrorPolicy, RemoteError, WorkerCrashedError
-from .._pool import WorkerPool, WorkerType, resolve_worker_type, shutdown_context
+from .._errors import ErrorBudget, ErrorPolicy, WorkerCrashedError
 from .._stats import StageCounters
 from .._util import CHUNK_CAP, add_note, describe_callable, spawn
+from .._workers.backend import Backend as WorkerBackend
+from .._workers.backend import Failure, Lost, Running
+from .._workers.pool import WorkerPool, WorkerType, resolve_worker_type
 from .base import Fused, TaskSpec
-from .inline import _BatchOp
 
 if TYPE_CHECKING:
     from .._run import Context
@@ -269,89 +265,6 @@ class ParThen(TaskSpec):
         await core.run()
 
 
-Failure = tuple[int, BaseException]
-
-
-def _apply(
-    fn: Callable[[Any], Any], items: Chunk, start: int, label: str, skip: bool
-) -> tuple[Chunk, list[Failure]]:
-    """Run ``fn`` over ``items``. A failure gets the stage note with its index and is
-    raised, or, when ``skip``, collected with its index while the other items go on."""
-    if not skip:
-        it = iter(items)
-        try:
-            return list(map(fn, it)), []
-        except Exception as exc:
-            add_note(exc, label, start + len(items) - operator.length_hint(it) - 1)
-            raise
-    results: Chunk = []
-    failures: list[Failure] = []
-    for i, x in enumerate(items):
-        try:
-            results.append(fn(x))
-        except Exception as exc:
-            add_note(exc, label, start + i)
-            failures.append((start + i, exc))
-    return results, failures
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` with the worker's traceback as a note, or a RemoteError if it cannot pickle."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False))
-    exc.add_note("snake: traceback in the worker process:\n" + tb.rstrip())
-    try:
-        pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        return RemoteError(f"{type(exc).__qualname__}: {exc}\n{tb}")
-    return exc
-
-
-def _apply_in_worker(
-    fn: Callable[[Any], Any],
-    items: Chunk,
-    start: int,
-    label: str,
-    skip: bool,
-    shm_prefix: str | None,
-    progress: tuple[str, int] | None,
-    lent: list[tuple[str, int]],
-    dests: Dests | None,
-) -> tuple[bool, Any, list[Failure]]:
-    """What a worker process runs: ``(True, results, failures)`` or ``(False, error, [])``.
-
-    Large numpy arrays in the results travel through shared memory (see ``_shm``).
-    With ``progress`` (a slot file and a slot), the index of each item is written
-    there before the item starts, for the main process to read if the worker dies.
-    """
-    try:
-        if progress is None or len(items) == 1:
-            if progress is not None:
-                _shm.progress_view(progress[0])[progress[1]] = start
-            results, failures = _apply(fn, items, start, label, skip)
-        else:
-            slots = _shm.progress_view(progress[0])
-            slot = progress[1]
-            results, failures = [], []
-            for i, x in enumerate(items):
-                slots[slot] = start + i
-                more, failed = _apply(fn, [x], start + i, label, skip)
-                results += more
-                failures += failed
-    except Exception as exc:
-        return False, _portable(exc), []
-    failures = [(i, _portable(e)) for i, e in failures]
-    if shm_prefix is not None:
-        _shm.worker_run(shm_prefix)
-        if dests is not None:
-            results = write_slots(results, dests)
-        results = _shm.export(results, shm_prefix, lent)
-    return True, results, failures
-
-
-def _noop() -> None:
-    return None
-
-
 class _Pacer:
     """Sizes units of work so that each call carries about ``target_s`` of work, and
     bounds how far the stage runs ahead of its consumer: two units per worker."""
@@ -391,28 +304,85 @@ class _Pacer:
         self._bound()
 
 
-class _Lost(Exception):
-    """A call whose worker died or was killed for running past its deadline."""
 
-    def __init__(self, timed_out: bool, cause: BaseException | None, culprit: int | None) -> None:
-        super().__init__("timed out" if timed_out else "worker died")
-        self.timed_out = timed_out
-        self.cause = cause
-        #: Index of the item the worker was running, when known.
-        self.culprit = culprit
+_stall_log = logging.getLogger("snake")
 
 
-class _NoLimit:
-    """An ``async with`` that holds nothing (a stage with its own workers)."""
+class _Watch:
+    """The units in flight of one ``par_map`` run, watched for deadlines and stalls.
 
-    async def __aenter__(self) -> None:
-        return None
+    Every ``period`` seconds it asks the backend which item each unit is on. An item
+    that has run ``timeout`` seconds gets its unit cancelled (its worker is killed);
+    one that has run ``stall_timeout`` seconds gets a warning on the ``snake`` logger
+    with the stacks of every busy worker, repeated every ``stall_timeout`` seconds
+    while the stage stays stuck.
+    """
 
-    async def __aexit__(self, *exc: object) -> None:
-        return None
+    def __init__(
+        self,
+        backend: WorkerBackend,
+        label: str,
+        counters: StageCounters,
+        timeout: float | None,
+        stall_timeout: float | None,
+    ) -> None:
+        self.backend = backend
+        self.label = label
+        self.counters = counters
+        self.timeout = timeout
+        self.stall_timeout = stall_timeout
+        self.units: set[Running] = set()
+        self.warned_at = -math.inf
+        #: trio's clock minus time.monotonic() (for readers outside the run).
+        self.clock_offset = trio.current_time() - time.monotonic()
+        limits = [t for t in (timeout, stall_timeout) if t is not None]
+        self.period = max(0.002, min(min(limits) / 4, 0.05 if timeout is not None else 1.0)) if limits else 0.0
 
+    @property
+    def needed(self) -> bool:
+        return self.period > 0
 
-_NO_LIMIT = _NoLimit()
+    def _observe(self, running: Running, now: float) -> None:
+        last = running.index
+        self.backend.progress(running)
+        if running.index != last:
+            running.item_started(now)
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.period)
+            now = trio.current_time()
+            for running in list(self.units):
+                self._observe(running, now)
+            if self.stall_timeout is not None and self.units:
+                oldest = min(self.units, key=lambda r: r.since)
+                if now - oldest.since >= self.stall_timeout and now - self.warned_at >= self.stall_timeout:
+                    self.warned_at = now
+                    await self._warn(oldest, now)
+
+    async def _warn(self, oldest: Running, now: float) -> None:
+        self.counters.stalls += 1
+        busy = sorted(self.units, key=lambda r: r.since)
+        stacks = [f"item index {r.index} (running {now - r.since:.1f} s), {await self.backend.stack(r)}" for r in busy]
+        _stall_log.warning(
+            "snake: stage %s has made no progress for %.1f s: item index %d has been running for "
+            "%.1f s (stall_timeout=%gs). Busy %s workers:\n%s",
+            self.label,
+            now - oldest.since,
+            oldest.index,
+            now - oldest.since,
+            self.stall_timeout,
+            self.backend.kind,
+            "\n".join(stacks),
+        )
+
+    def longest(self) -> float:
+        """Seconds the longest-running item in flight has run (from any thread)."""
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # statistics() from outside the run (open_sync's consumer)
+            now = time.monotonic() + self.clock_offset
+        return max((now - r.since for r in list(self.units)), default=0.0)
 
 
 @attrs.frozen
@@ -428,6 +398,7 @@ class ParMap(TaskSpec):
     timeout: float | None = None
     pool: WorkerPool | None = None
     errors: ErrorPolicy = _RAISE
+    stall_timeout: float | None = 60.0
 
     def describe(self) -> str:
         args = [describe_callable(self.fn), f"workers={self.workers}"]
@@ -441,6 +412,8 @@ class ParMap(TaskSpec):
             args.append(f"retries={self.retries}")
         if self.timeout is not None:
             args.append(f"timeout={self.timeout!r}")
+        if self.stall_timeout != 60.0:
+            args.append(f"stall_timeout={self.stall_timeout!r}")
         if self.pool is not None:
             args.append("pool=<WorkerPool>")
         return f"par_map({', '.join(args)}){self.errors.describe()}"
@@ -450,309 +423,164 @@ class ParMap(TaskSpec):
     ) -> None:
         counters = ctx.counters(label)
         counters.budget = ErrorBudget(self.errors, label)
-        if self.backend == "thread":
-            await self._run_threads(label, inbox, fused, send, counters)
-        else:
-            await self._run_processes(label, inbox, fused, send, counters)
+        pool = self.pool
+        shared = pool._acquire(label) if pool is not None else None
+        try:
+            backend = self._backend(label, shared)
+            async with backend:
+                await _MapRun(self, backend, label, counters).run(inbox, backend.fuse(fused), send)
+        finally:
+            if pool is not None:
+                pool._release()
 
-    def _core(
-        self,
-        inbox: Inbox,
-        fused: Fused,
-        send: trio.MemorySendChannel[Chunk],
-        pacer: _Pacer,
-        call: Callable[[Chunk, int], Awaitable[Chunk]],
-        counters: StageCounters,
-    ) -> _Core:
+    def _backend(self, label: str, shared: trio.CapacityLimiter | None) -> WorkerBackend:
+        skip = self.errors.mode == "skip"
+        if self.backend == "thread":
+            from .._workers.thread import ThreadBackend
+
+            return ThreadBackend(self.fn, self.workers, label, skip)
+        from .._workers.process import CacheSource, ProcessBackend
+
+        pool = self.pool
+        source: Any = pool if pool is not None else CacheSource(resolve_worker_type(self.worker_type))
+        return ProcessBackend(
+            self.fn,
+            self.workers,
+            label,
+            skip,
+            source,
+            ordered=self.ordered,
+            shared=shared,
+            closed=(lambda: pool._closed) if pool is not None else (lambda: False),
+        )
+
+
+class _MapRun:
+    """One run of a ``par_map`` stage: the scheduling around its backend's units."""
+
+    def __init__(self, spec: ParMap, backend: WorkerBackend, label: str, counters: StageCounters) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.label = label
+        self.counters = counters
+        self.retries = spec.retries
+        budget = counters.budget
+        assert budget is not None
+        self.budget = budget
+        self.pacer = _Pacer(_THREAD_CALL_S if backend.kind == "thread" else _PROCESS_CALL_S)
+        self.watch = _Watch(backend, label, counters, spec.timeout, spec.stall_timeout)
+        counters.watch = self.watch
+
+    async def run(self, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
         outbox = Outbox(send)
-        pacer.attach(outbox, fused, self.workers)
-        return _Core(
+        workers = self.spec.workers
+        self.pacer.attach(outbox, fused, workers)
+        core = _Core(
             inbox=inbox,
             fused=fused,
             outbox=outbox,
-            ordered=self.ordered,
-            slots=self.workers,
-            window=2 * self.workers,
-            call=call,
-            unit_size=pacer.size,
-            counters=counters,
+            ordered=self.spec.ordered,
+            slots=workers,
+            window=2 * workers,
+            call=self.call,
+            unit_size=self.pacer.size,
+            counters=self.counters,
         )
+        async with trio.open_nursery() as nursery:
+            if self.watch.needed:
+                spawn(nursery, self.watch.run)
+            await core.run(self._warm_ups())
+            nursery.cancel_scope.cancel()
 
-    @staticmethod
-    def _absorb_failures(failures: list[Failure], counters: StageCounters) -> None:
-        budget = counters.budget
-        assert budget is not None
+    def _warm_ups(self) -> tuple[Callable[[], Awaitable[Any]], ...]:
+        pool = self.spec.pool
+        if self.backend.kind != "process":
+            return ()
+        if pool is not None:
+            stats = pool.statistics()
+            if stats.idle_workers + stats.running_workers >= self.spec.workers:
+                # A warm pool: warm-up calls would only queue behind other stages' calls.
+                return ()
+        return (self.backend.warm_up,) * self.spec.workers
+
+    async def attempt(self, items: Chunk, start: int) -> Chunk:
+        """One unit on the backend; raises Lost if its worker dies or runs past the deadline."""
+        t0 = time.perf_counter()
+        counters = self.counters
+        watch = self.watch
+        with trio.CancelScope() as scope:
+            # No deadline until the backend begins the unit (after any wait for a turn).
+            running = Running(start, len(items), scope, self.spec.timeout)
+            watch.units.add(running)
+            try:
+                results, failures = await self.backend.run(items, start, running)
+            except Lost as lost:
+                counters.workers_lost += 1
+                raise lost.blame(running) from lost.cause
+            finally:
+                watch.units.discard(running)
+        if scope.cancelled_caught:
+            counters.timeouts += 1
+            counters.workers_lost += 1
+            raise Lost(None, timed_out=True).blame(running)
+        self.pacer.record(len(items), time.perf_counter() - t0)
+        if failures:
+            self._absorb(failures)
+        return results
+
+    def _absorb(self, failures: list[Failure]) -> None:
         for index, exc in failures:
-            if not budget.absorb(exc, index, counters.items_in):
+            if not self.budget.absorb(exc, index, self.counters.items_in):
                 raise exc
 
-    async def _run_threads(
-        self,
-        label: str,
-        inbox: Inbox,
-        fused: Fused,
-        send: trio.MemorySendChannel[Chunk],
-        counters: StageCounters,
-    ) -> None:
-        fn = self.fn
-        skip = self.errors.mode == "skip"
-        limiter = trio.CapacityLimiter(self.workers)
-        pacer = _Pacer(_THREAD_CALL_S)
-
-        async def call(items: Chunk, start: int) -> Chunk:
-            t0 = time.perf_counter()
-            # Not abandoned on cancel: a thread cannot be killed, so cancellation
-            # waits for the (short, ~2 ms) unit in flight and no thread outlives the stage.
-            results, failures = await trio.to_thread.run_sync(
-                _apply, fn, items, start, label, skip, limiter=limiter
+    def lost_error(self, lost: Lost, index: int, attempts: int) -> BaseException:
+        tries = f" ({attempts} attempts)" if attempts > 1 else ""
+        if lost.timed_out:
+            err: BaseException = TimeoutError(
+                f"stage {self.label}: item index {index} took longer than timeout={self.spec.timeout}s{tries}; "
+                f"its worker {self.backend.kind} was killed"
             )
-            pacer.record(len(items), time.perf_counter() - t0)
-            if failures:
-                self._absorb_failures(failures, counters)
-            return results
+        else:
+            err = WorkerCrashedError(
+                f"a worker process of stage {self.label} died while running item index {index}{tries}"
+            )
+            err.__cause__ = lost.cause
+        add_note(err, self.label, index)
+        return err
 
-        await self._core(inbox, fused, send, pacer, call, counters).run()
-
-    async def _run_processes(
-        self,
-        label: str,
-        inbox: Inbox,
-        fused: Fused,
-        send: trio.MemorySendChannel[Chunk],
-        counters: StageCounters,
-    ) -> None:
-        if self.pool is not None:
-            context, shared = self.pool._acquire(label)
+    async def one_item(self, x: Any, index: int, lost: Lost, attempts: int) -> Chunk:
+        """After ``attempts`` lost attempts at an item: retry it alone, or give up."""
+        while attempts <= self.retries:
+            self.counters.retries += 1
             try:
-                await self._run_on(context, label, inbox, fused, send, counters, shared)
-            finally:
-                leftover = self.pool._release()
-                if leftover is not None:  # the pool was closed while this stage ran
-                    with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(shutdown_context, leftover)
-            return
-        import trio_parallel
+                return await self.attempt([x], index)
+            except Lost as again:
+                lost = again
+                attempts += 1
+        err = self.lost_error(lost, index, attempts)
+        if self.budget.absorb(err, index, self.counters.items_in):
+            return []
+        raise err
 
-        async with trio_parallel.open_worker_context(
-            worker_type=trio_parallel.WorkerType(resolve_worker_type(self.worker_type)),
-            idle_timeout=math.inf,
-            grace_period=5.0,
-        ) as context:
-            await self._run_on(context, label, inbox, fused, send, counters, None)
-
-    async def _run_on(
-        self,
-        workers: Any,
-        label: str,
-        inbox: Inbox,
-        fused: Fused,
-        send: trio.MemorySendChannel[Chunk],
-        counters: StageCounters,
-        shared: trio.CapacityLimiter | None,
-    ) -> None:
-        """``shared``: a WorkerPool's limiter, held by every call of every stage of this
-        trio run on that pool, so that together they keep to its number of workers."""
-        pool = self.pool
-        import trio_parallel
-
-        fn = self.fn
-        skip = self.errors.mode == "skip"
-        timeout = self.timeout
-        retries = self.retries
-        budget = counters.budget
-        assert budget is not None
-        limiter = trio.CapacityLimiter(self.workers)
-        pacer = _Pacer(_PROCESS_CALL_S)
-        shm_prefix = _shm.new_prefix() if _shm.available() else None
-
-        # Per-item timeouts: the watchdog moves each call's deadline to `timeout` after
-        # the moment its worker starts a new item (read from the progress slots).
-        watched: dict[int, tuple[trio.CancelScope, int]] = {}
-
-        async def watchdog() -> None:
-            assert timeout is not None and progress is not None
-            period = max(0.002, min(timeout / 4, 0.05))
-            while True:
-                await trio.sleep(period)
-                now = trio.current_time()
-                for slot, (scope, last) in list(watched.items()):
-                    index = progress.read(slot)
-                    if index != last:
-                        watched[slot] = (scope, index)
-                        scope.deadline = now + timeout
-
-        async def attempt(items: Chunk, start: int) -> Chunk:
-            """One call on a worker; raises _Lost if the worker dies or runs past the deadline."""
-            if shared is None:
-                return await attempt_now(items, start)
-            # Waiting for a turn on a shared pool counts neither against the timeout
-            # nor in the measured time per item.
-            async with shared:
-                if pool is not None and pool._closed:
-                    raise RuntimeError(f"stage {label}: {pool!r} was closed while the stage ran")
-                return await attempt_now(items, start)
-
-        async def attempt_now(items: Chunk, start: int) -> Chunk:
-            t0 = time.perf_counter()
-            slot = progress.take() if progress is not None else -1
-            where = (progress.path, slot) if progress is not None else None
-            lent = segments.lend(len(items)) if segments is not None else []
-            dests = batcher.dests(start, len(items)) if batcher is not None else None
-            if timeout is None:
-                deadline = math.inf
-            elif progress is not None:
-                deadline = trio.current_time() + timeout
-            else:  # no progress slots: the whole call gets `timeout` per item
-                deadline = trio.current_time() + timeout * len(items)
-            try:
-                with trio.CancelScope(deadline=deadline) as scope:
-                    if timeout is not None and progress is not None:
-                        watched[slot] = (scope, -1)
-                    ok, payload, failures = await workers.run_sync(
-                        _apply_in_worker,
-                        fn,
-                        items,
-                        start,
-                        label,
-                        skip,
-                        shm_prefix,
-                        where,
-                        lent,
-                        dests,
-                        kill_on_cancel=True,
-                        limiter=limiter,
-                    )
-            except trio_parallel.BrokenWorkerError as exc:
-                counters.workers_lost += 1
-                raise _Lost(False, exc, culprit(slot, items, start)) from exc
-            except Exception as exc:
-                # Not the user's function (its errors come back as payload): the
-                # items or the results could not cross to or from the worker.
-                exc.add_note(
-                    f"snake: stage {label} could not exchange item indices "
-                    f"{start}..{start + len(items) - 1} with a worker process"
-                )
-                raise
-            finally:
-                watched.pop(slot, None)
-                if progress is not None:
-                    progress.give_back(slot)
-                if segments is not None:
-                    segments.returned(lent)
-            if scope.cancelled_caught:
-                counters.timeouts += 1
-                counters.workers_lost += 1
-                raise _Lost(True, None, culprit(slot, items, start))
-            pacer.record(len(items), time.perf_counter() - t0)
-            if not ok:
-                raise payload
-            if segments is not None:
-                payload = segments.import_(payload)
-            if failures:
-                self._absorb_failures(failures, counters)
-            return payload  # type: ignore[no-any-return]
-
-        def culprit(slot: int, items: Chunk, start: int) -> int | None:
-            if len(items) == 1:
-                return start
-            if progress is None:
-                return None
-            index = progress.read(slot)
-            return index if start <= index < start + len(items) else None
-
-        def lost_error(lost: _Lost, index: int, attempts: int) -> BaseException:
-            tries = f" ({attempts} attempts)" if attempts > 1 else ""
-            if lost.timed_out:
-                err: BaseException = TimeoutError(
-                    f"stage {label}: item index {index} took longer than timeout={timeout}s{tries}; "
-                    "its worker process was killed"
-                )
-            else:
-                err = WorkerCrashedError(
-                    f"a worker process of stage {label} died while running item index {index}{tries}"
-                )
-                err.__cause__ = lost.cause
-            add_note(err, label, index)
-            return err
-
-        async def one_item(x: Any, index: int, lost: _Lost, attempts: int) -> Chunk:
-            """After ``attempts`` lost attempts at an item: retry it alone, or give up."""
-            while attempts <= retries:
-                counters.retries += 1
-                try:
-                    return await attempt([x], index)
-                except _Lost as again:
-                    lost = again
-                    attempts += 1
-            err = lost_error(lost, index, attempts)
-            if budget.absorb(err, index, counters.items_in):
-                return []
-            raise err
-
-        async def call(items: Chunk, start: int) -> Chunk:
-            try:
-                return await attempt(items, start)
-            except _Lost as lost:
-                k = None if lost.culprit is None else lost.culprit - start
-                if k is None:
-                    # Which item was running is unknown: run each alone to find it.
-                    counters.retries += len(items)
-                    out: Chunk = []
-                    for i, x in enumerate(items):
-                        out.extend(await call([x], start + i))
-                    return out
-                # Items before the culprit finished but their results died with the
-                # worker: they run again. Items after it had not started.
-                out = []
-                if k:
-                    counters.retries += k
-                    out.extend(await call(items[:k], start))
-                out.extend(await one_item(items[k], start + k, lost, 1))
-                if k + 1 < len(items):
-                    out.extend(await call(items[k + 1 :], start + k + 1))
-                return out
-
-        async def warm_up() -> None:
-            # Start the worker processes while the source produces its first items. A
-            # fork blocks the event loop for some ms: let the stages before this one
-            # start their work (their IO waits then overlap the forks) first.
-            for _ in range(3):
-                await trio.lowlevel.checkpoint()
-            try:
-                async with shared if shared is not None else _NO_LIMIT:
-                    await workers.run_sync(_noop, kill_on_cancel=True, limiter=limiter)
-            except trio_parallel.BrokenWorkerError:
-                pass  # the calls that follow start a new worker, or report the crash
-
-        progress = _shm.Progress(shm_prefix, self.workers) if shm_prefix is not None else None
-        segments = _shm.Segments(shm_prefix) if shm_prefix is not None else None
-        batcher = None
-        if (
-            shm_prefix is not None
-            and self.ordered
-            and not skip
-            and fused.ops
-            and type(fused.ops[0]) is _BatchOp
-            and type(fused.ops[0].collate) is Collator
-        ):
-            # batch() with the default collate right after: workers write the batch rows.
-            batcher = SlotBatcher(fused.ops[0], shm_prefix)
-            fused = Fused([batcher, *fused.ops[1:]])
-        if shm_prefix is not None:
-            _shm.cleanup_stale()
+    async def call(self, items: Chunk, start: int) -> Chunk:
         try:
-            async with trio.open_nursery() as nursery:
-                if timeout is not None and progress is not None:
-                    spawn(nursery, watchdog)
-                warm = (warm_up,) * self.workers
-                if shared is not None:
-                    started = workers.statistics()
-                    if started.idle_workers + started.running_workers >= self.workers:
-                        # A warm pool: no-op calls would only queue behind other stages'
-                        # calls (and a cancelled one would kill a worker for nothing).
-                        warm = ()
-                await self._core(inbox, fused, send, pacer, call, counters).run(warm)
-                nursery.cancel_scope.cancel()
-        finally:
-            if shm_prefix is not None:
-                _shm.cleanup(shm_prefix)
+            return await self.attempt(items, start)
+        except Lost as lost:
+            if lost.culprit is None:
+                # Which item was running is unknown: run each alone to find it.
+                self.counters.retries += len(items)
+                out: Chunk = []
+                for i, x in enumerate(items):
+                    out.extend(await self.call([x], start + i))
+                return out
+            # Items before the culprit finished but their results died with the
+            # worker: they run again. Items after it had not started.
+            k = lost.culprit - start
+            out = []
+            if k:
+                self.counters.retries += k
+                out.extend(await self.call(items[:k], start))
+            out.extend(await self.one_item(items[k], start + k, lost, 1))
+            if k + 1 < len(items):
+                out.extend(await self.call(items[k + 1 :], start + k + 1))
+            return out

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 import trio
 
-from .. import _pool, _shm
+from .. import _shm
+from .._workers import pool as _pool
+from .._workers import procs as _procs
 
 if TYPE_CHECKING:
     from typing import Self
@@ -148,14 +150,10 @@ def _helper_pids() -> set[int]:
 
 
 def _idle_pool_pids(pools: tuple[_pool.WorkerPool, ...]) -> set[int]:
-    """Process ids of the idle workers of ``pools`` (a running worker is not in the cache)."""
+    """Process ids of the idle workers of ``pools`` (a running worker is not idle)."""
     pids: set[int] = set()
     for pool in pools:
-        cache = getattr(pool._context, "_worker_cache", None) or ()
-        for worker in list(cache):
-            pid = getattr(getattr(worker, "proc", None), "pid", None)
-            if isinstance(pid, int):
-                pids.add(pid)
+        pids |= pool._idle_pids()
     return pids
 
 
@@ -205,7 +203,7 @@ class _Snapshot:
         self.idle_cache_threads = {t for t in self.threads if t.name.startswith(_IDLE_TRIO_THREAD)}
         self.processes = set(_descendants())
         self.segments = _segments()
-        self.pools = tuple(p for p in list(_pool.open_pools) if p._context is not None)
+        self.pools = tuple(p for p in list(_pool.open_pools) if p._open)
         self.root = _current_run()
         self.tasks = _tasks(self.root) if self.root is not None else set()
 
@@ -221,7 +219,7 @@ class _Snapshot:
                 out.append(f"thread {t.name!r} of trio's thread cache, still running a job")
             elif t not in self.threads:
                 out.append(f"thread {t.name!r} (daemon={t.daemon})")
-        excused = _helper_pids() | _idle_pool_pids(self.pools)
+        excused = _helper_pids() | _idle_pool_pids(self.pools) | _procs.kept_pids()
         for (pid, started), proc in sorted(_descendants().items()):
             if (pid, started) in self.processes or pid in excused:
                 continue
@@ -230,7 +228,7 @@ class _Snapshot:
             elif proc.child:  # a grandchild is its parent's to wait for
                 out.append(f"process {pid}: {proc.cmd}, exited but never waited for (a zombie)")
         for pool in self.pools:
-            if pool._context is None:
+            if not pool._open:
                 continue  # closed inside the block: its workers were stopped
             running = pool.statistics().running_workers
             if running:
@@ -238,7 +236,7 @@ class _Snapshot:
             if pool._in_use:
                 out.append(f"{pool!r}: still held by a running par_map stage")
         for pool in list(_pool.open_pools):
-            if pool._context is not None and pool not in self.pools:
+            if pool._open and pool not in self.pools:
                 out.append(f"{pool!r}: entered in the block and still open")
         for name in sorted(_segments() - self.segments):
             out.append(f"shared-memory file {os.path.join(_shm.SHM_DIR, name)}")

@@ -10,9 +10,9 @@ import attrs
 import trio
 from hypothesis import strategies as st
 
-from .._pool import WorkerPool
 from .._stream import Stream, from_iterable
 from .._util import describe_callable, is_async_callable
+from .._workers.pool import WorkerPool
 from ._model import (
     LAW_ERRORS,
     LAW_RUNS_AGREE,

@@ -1,28 +1,28 @@
-"""``WorkerPool``: worker processes kept warm across pipeline runs, within a ``with`` block."""
+"""``WorkerPool``: worker processes of one's own, kept warm within a ``with`` block;
+and how worker processes start (``worker_type``)."""
 
 from __future__ import annotations
 
-import logging
+import collections
 import math
 import os
 import sys
 import threading
 import weakref
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import TYPE_CHECKING, Literal, final
 
 import attrs
 import trio
 
-from ._util import check_int
+from .._util import check_int
+from . import procs
 
 if TYPE_CHECKING:
     from typing import Self
 
-WorkerType = Literal["auto", "fork", "forkserver", "spawn"]
-_WORKER_TYPES = ("auto", "fork", "forkserver", "spawn")
-#: Seconds closing a pool waits for idle workers to exit before killing them.
-_GRACE_S = 5.0
+WorkerType = Literal["auto", "forkserver", "spawn", "fork"]
+_WORKER_TYPES = ("auto", "forkserver", "spawn", "fork")
 #: Pools inside their ``with`` block: ``snake.testing.assert_no_leaks`` excuses their idle workers.
 open_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
@@ -34,49 +34,15 @@ def default_workers() -> int:
 
 
 def resolve_worker_type(worker_type: str) -> str:
-    # fork starts a worker in ~4 ms here against 100-300 ms for spawn/forkserver (which
-    # re-import __main__); it is the default where it is reliable (Linux), spawn elsewhere.
-    if worker_type != "auto":
-        return worker_type
-    return "fork" if sys.platform.startswith("linux") else "spawn"
+    """``"auto"`` is ``"forkserver"``: workers forked from snake's single-threaded launcher."""
+    return "forkserver" if worker_type == "auto" else worker_type
 
 
 def check_worker_type(method: str, worker_type: object) -> None:
     if worker_type not in _WORKER_TYPES:
         raise ValueError(f"{method}: worker_type={worker_type!r} must be one of {_WORKER_TYPES}")
-    import multiprocessing
-
-    resolved = resolve_worker_type(str(worker_type))
-    if resolved not in multiprocessing.get_all_start_methods():
-        raise ValueError(
-            f"{method}: worker_type={worker_type!r} is not available on {sys.platform} "
-            f"(available: {multiprocessing.get_all_start_methods()})"
-        )
-
-
-def new_context(worker_type: str) -> Any:
-    """A trio-parallel worker context usable from any trio run (workers never idle out)."""
-    import trio_parallel
-
-    # WorkerContext has no public constructor besides the async open_worker_context(),
-    # whose workers die with the trio run that opened it; a pool must outlive runs
-    # (open_sync() starts one per iteration), like trio-parallel's own default context.
-    return trio_parallel.WorkerContext._create(
-        idle_timeout=math.inf,
-        grace_period=_GRACE_S,
-        worker_type=trio_parallel.WorkerType(resolve_worker_type(worker_type)),
-    )
-
-
-def shutdown_context(context: Any) -> None:
-    """Stop every idle worker of ``context`` (blocking; kills those past the grace period)."""
-    import trio_parallel
-
-    try:
-        context._worker_cache.shutdown(_GRACE_S)
-    except trio_parallel.BrokenWorkerError as exc:
-        # Some worker had to be killed or had died: it is gone either way.
-        logging.getLogger("snake").warning("snake: WorkerPool shut down a worker by force: %s", exc)
+    if not hasattr(os, "fork"):
+        raise ValueError(f"{method}: worker processes need os.fork, which {sys.platform} does not have")
 
 
 @attrs.frozen
@@ -87,19 +53,23 @@ class WorkerPoolStatistics:
     idle_workers: int
     #: Worker processes running a call now.
     running_workers: int
+    #: Process ids of the pool's live workers, idle and running.
+    pids: frozenset[int] = attrs.field(default=frozenset(), repr=False)
 
 
 @final
 class WorkerPool:
-    """Worker processes that stay warm across runs of the pipelines that use them.
+    """Worker processes of one's own, warm across the runs of the pipelines that use them.
 
-    ``par_map(fn, pool=pool)`` runs on the pool's workers instead of starting its
-    own. Workers start on first use and live until the pool's block ends::
+    Without a pool, ``par_map`` stages take their workers from a process-wide
+    cache, where idle workers wait ``SNAKE_WORKER_IDLE_TIMEOUT`` seconds (60 by
+    default) for the next stage. A pool's workers are its own instead: they never
+    idle out, no other stage uses them, and they stop when the block ends::
 
         with snake.WorkerPool(2) as pool:
             stream = source.par_map(decode, pool=pool)
             for epoch in range(10):
-                for batch in stream:      # no worker start-up after the first epoch
+                for batch in stream:      # the same two workers every epoch
                     ...
 
     ``async with`` works too. Any number of stages of one trio run may use a pool
@@ -113,19 +83,23 @@ class WorkerPool:
     def __init__(self, workers: int | None = None, *, worker_type: WorkerType = "auto") -> None:
         if workers is None:
             workers = default_workers()
-        check_int("WorkerPool", "workers", workers, minimum=1)
+        workers = check_int("WorkerPool", "workers", workers, minimum=1)
         check_worker_type("WorkerPool", worker_type)
         self._workers = workers
         self._worker_type: WorkerType = worker_type
-        self._context: Any = None
+        self.mode = resolve_worker_type(worker_type)
+        self._entered = False
         self._closed = False
         self._lock = threading.Lock()
+        self._idle: collections.deque[procs.ProcWorker] = collections.deque()
+        self._busy: set[procs.ProcWorker] = set()
+        #: Workers being started, and an event set whenever a worker comes back.
+        self._starting = 0
+        self._freed = trio.Event()
         #: The trio run whose stages use the pool now, how many stages, their limiter.
         self._run: trio.lowlevel.TrioToken | None = None
         self._users = 0
         self._limiter: trio.CapacityLimiter | None = None
-        #: The context that close() found in use, for the last stage to stop.
-        self._closing: Any = None
 
     @property
     def workers(self) -> int:
@@ -134,17 +108,21 @@ class WorkerPool:
 
     @property
     def worker_type(self) -> WorkerType:
-        """How its workers start (``"auto"``: fork on Linux, spawn elsewhere)."""
+        """How its workers start (``"auto"``: forked from snake's launcher)."""
         return self._worker_type
 
+    @property
+    def _open(self) -> bool:
+        return self._entered and not self._closed
+
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._context is not None else "not entered"
+        state = "closed" if self._closed else "open" if self._entered else "not entered"
         return f"WorkerPool(workers={self._workers}, worker_type={self._worker_type!r}) <{state}>"
 
     def __enter__(self) -> Self:
-        if self._closed or self._context is not None:
+        if self._closed or self._entered:
             raise RuntimeError(f"{self!r} can be entered once")
-        self._context = new_context(self._worker_type)
+        self._entered = True
         open_pools.add(self)
         return self
 
@@ -159,15 +137,15 @@ class WorkerPool:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # close() blocks until the workers exit: run it in a thread, and wait for it even if
-        # cancelled meanwhile. From asyncio code (snake.aio) in asyncio's thread pool: trio's
-        # to_thread needs a trio task.
+        # close() blocks until the workers are gone: run it in a thread, and wait for it
+        # even if cancelled meanwhile. From asyncio code (snake.aio) in asyncio's thread
+        # pool: trio's to_thread needs a trio task.
         import sniffio
 
         if sniffio.current_async_library() == "asyncio":
             import asyncio
 
-            from .aio import _wait_uncancelled
+            from ..aio import _wait_uncancelled
 
             closing = asyncio.ensure_future(asyncio.to_thread(self.close))
             try:
@@ -180,28 +158,75 @@ class WorkerPool:
             await trio.to_thread.run_sync(self.close)
 
     def close(self) -> None:
-        """Stop every worker: they get 5 s in all to exit, then the rest are killed.
+        """Stop every idle worker now.
 
         Stages still running on the pool (closed from another task, say a web
         service's shutdown while a request runs) make no new call: their next one
-        raises ``RuntimeError``; the workers of the calls in flight are stopped when
-        the last such stage ends.
+        raises ``RuntimeError``; the workers of the calls in flight stop as those
+        calls end.
         """
         with self._lock:
-            context, self._context = self._context, None
             self._closed = True
-            if self._users and context is not None:
-                self._closing = context  # the last stage to leave stops it again
+            idle, self._idle = list(self._idle), collections.deque()
         open_pools.discard(self)
-        if context is not None:
-            shutdown_context(context)
+        for worker in idle:
+            worker.discard()
 
     def statistics(self) -> WorkerPoolStatistics:
         """How many workers are idle and running now."""
-        if self._context is None:
-            return WorkerPoolStatistics(0, 0)
-        stats = self._context.statistics()
-        return WorkerPoolStatistics(stats.idle_workers, stats.running_workers)
+        with self._lock:
+            idle = [w.pid for w in self._idle if not w.dead]
+            return WorkerPoolStatistics(len(idle), len(self._busy), frozenset([*idle, *(w.pid for w in self._busy)]))
+
+    def _idle_pids(self) -> set[int]:
+        with self._lock:
+            return {w.pid for w in self._idle if not w.dead}
+
+    # -- a worker source for par_map stages (see process.WorkerSource) -----------------
+    async def get(self) -> procs.ProcWorker:
+        """An idle worker of the pool, or a new one while it has fewer than ``workers``;
+        else wait for one to come back."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError(f"{self!r} was closed while a stage ran on it")
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive():
+                        self._busy.add(worker)
+                        return worker
+                if len(self._busy) + self._starting < self._workers:
+                    self._starting += 1
+                    break
+                freed = self._freed
+            await freed.wait()
+        try:
+            worker = await trio.to_thread.run_sync(procs.ProcWorker, self.mode, math.inf)
+        finally:
+            with self._lock:
+                self._starting -= 1
+        with self._lock:
+            self._busy.add(worker)
+        return worker
+
+    def give(self, worker: procs.ProcWorker) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+            freed, self._freed = self._freed, trio.Event()
+            keep = not self._closed and not worker.dead
+            if keep:
+                self._idle.append(worker)
+        freed.set()
+        if not keep:
+            worker.discard()
+
+    def claim(self, prefix: str) -> list[procs.ProcWorker]:
+        with self._lock:
+            mine = [w for w in self._idle if prefix in w.runs]
+            for w in mine:
+                self._idle.remove(w)
+                self._busy.add(w)
+            return mine
 
     # -- for par_map stages ------------------------------------------------------------
     @property
@@ -209,11 +234,11 @@ class WorkerPool:
         """Whether some running stage uses the pool now."""
         return self._users > 0
 
-    def _acquire(self, label: str) -> tuple[Any, trio.CapacityLimiter]:
-        """The worker context and the limiter every call on it holds (by this trio run)."""
+    def _acquire(self, label: str) -> trio.CapacityLimiter:
+        """The limiter every call on the pool holds (by this trio run)."""
         run = trio.lowlevel.current_trio_token()
         with self._lock:
-            if self._context is None:
+            if not self._open:
                 raise RuntimeError(
                     f"stage {label}: {self!r} is not open; run the pipeline inside 'with pool:'"
                 )
@@ -227,15 +252,11 @@ class WorkerPool:
                 self._limiter = trio.CapacityLimiter(self._workers)
             self._users += 1
             assert self._limiter is not None
-            return self._context, self._limiter
+            return self._limiter
 
-    def _release(self) -> Any:
-        """A context the caller must shut down (the pool closed while stages ran), or None."""
+    def _release(self) -> None:
         with self._lock:
             self._users -= 1
-            if self._users:
-                return None
-            self._run = None
-            self._limiter = None
-            context, self._closing = self._closing, None
-            return context
+            if not self._users:
+                self._run = None
+                self._limiter = None
