@@ -28,27 +28,8 @@ import numpy as np
 
 from . import _shm
 from ._ops.base import Chunk, Op
+from ._shm import IN_SLOT, Dests
 from ._util import add_note
-
-
-class _InSlot:
-    """The type of :data:`IN_SLOT`; it unpickles as the same object."""
-
-    __slots__ = ()
-
-    def __reduce__(self) -> str:
-        return "IN_SLOT"
-
-    def __repr__(self) -> str:
-        return "IN_SLOT"
-
-
-#: A result a worker wrote into its slot: only this marker crosses the pipe.
-IN_SLOT = _InSlot()
-
-Dest = tuple[str, int, int]  # slab name, slab size, byte offset
-#: The layout every result must have to be written into its slot, and the slots.
-Dests = tuple[tuple[int, ...], str, list[Dest]]
 
 
 class _Slab:
@@ -207,21 +188,3 @@ class SlotBatcher(Op):
         if downstream is None:
             return None
         return max(0, downstream * self.size - self.index % self.size)
-
-
-def write_slots(results: Chunk, dests: Dests) -> Chunk:
-    """In a worker: write each result of the expected layout into its slot and return
-    a marker for it; anything else goes back as it is (the main process checks it)."""
-    shape, dtype_str, slots = dests
-    dtype = np.dtype(dtype_str)
-    out: Chunk = []
-    for r, (name, size, offset) in zip(results, slots):
-        if type(r) is np.ndarray and r.shape == shape and r.dtype == dtype:
-            mm = _shm.worker_map(name, size, populate=False)
-            row: np.ndarray[Any, Any] = np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset)
-            np.copyto(row, r)
-            del row
-            out.append(IN_SLOT)
-        else:
-            out.append(r)
-    return out

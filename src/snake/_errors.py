@@ -8,11 +8,22 @@ from typing import Literal
 import attrs
 
 
+def add_note(exc: BaseException, label: str, index: int | None) -> None:
+    """Attach the standard snake note (stage and item index) to a user exception."""
+    note = f"snake: raised in stage {label}"
+    if index is not None:
+        note += f" on item index {index}"
+    notes = getattr(exc, "__notes__", None)
+    if notes is not None and any(n.startswith("snake: raised in") for n in notes):
+        return
+    exc.add_note(note)
+
+
 class WorkerCrashedError(RuntimeError):
     """A worker process died (killed, ``os._exit``, a segfault) while running items.
 
     The message names the stage and the item the worker was running; the
-    ``__cause__`` is trio-parallel's ``BrokenWorkerError``.
+    ``__cause__`` says which worker process it was.
     """
 
 

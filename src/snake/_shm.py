@@ -348,3 +348,45 @@ def progress_view(path: str) -> np.ndarray[Any, np.dtype[np.int64]]:
             os.close(fd)
         view = _worker_progress[path] = np.frombuffer(mm, dtype=np.int64)
     return view
+
+
+# -- batch slots (see _direct) ------------------------------------------------------
+
+
+class _InSlot:
+    """The type of :data:`IN_SLOT`; it unpickles as the same object."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "IN_SLOT"
+
+    def __repr__(self) -> str:
+        return "IN_SLOT"
+
+
+#: A result a worker wrote into its slot: only this marker crosses the pipe.
+IN_SLOT = _InSlot()
+
+Dest = tuple[str, int, int]  # slab name, slab size, byte offset
+#: The layout every result must have to be written into its slot, and the slots.
+Dests = tuple[tuple[int, ...], str, list[Dest]]
+
+
+
+def write_slots(results: list[Any], dests: Dests) -> list[Any]:
+    """In a worker: write each result of the expected layout into its slot and return
+    a marker for it; anything else goes back as it is (the main process checks it)."""
+    shape, dtype_str, slots = dests
+    dtype = np.dtype(dtype_str)
+    out: list[Any] = []
+    for r, (name, size, offset) in zip(results, slots):
+        if type(r) is np.ndarray and r.shape == shape and r.dtype == dtype:
+            mm = worker_map(name, size, populate=False)
+            row: np.ndarray[Any, Any] = np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset)
+            np.copyto(row, r)
+            del row
+            out.append(IN_SLOT)
+        else:
+            out.append(r)
+    return out

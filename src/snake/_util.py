@@ -11,6 +11,8 @@ from typing import Any
 
 import trio
 
+from ._errors import add_note as add_note
+
 #: Largest number of items a single chunk carries between two stages.
 CHUNK_CAP = 1024
 
@@ -141,14 +143,3 @@ def check_bool(method: str, name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{method}: {name}={value!r} must be a bool")
     return value
-
-
-def add_note(exc: BaseException, label: str, index: int | None) -> None:
-    """Attach the standard snake note (stage and item index) to a user exception."""
-    note = f"snake: raised in stage {label}"
-    if index is not None:
-        note += f" on item index {index}"
-    notes = getattr(exc, "__notes__", None)
-    if notes is not None and any(n.startswith("snake: raised in") for n in notes):
-        return
-    exc.add_note(note)

@@ -14,19 +14,16 @@ item it is on and since when, and :meth:`Backend.stack` where that worker is.
 from __future__ import annotations
 
 import abc
-import operator
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._util import add_note
+from .remote import Chunk, Failure, apply
 
 if TYPE_CHECKING:
     from typing import Self
 
-Chunk = list[Any]
-Failure = tuple[int, BaseException]
+__all__ = ["Backend", "Chunk", "Failure", "Lost", "Running", "apply"]
 
 
 class Lost(Exception):
@@ -109,38 +106,3 @@ class Backend(abc.ABC):
     async def stack(self, running: Running) -> str:
         """Where the worker running ``running`` is now (a Python stack), best effort."""
         return "(no stack available)"
-
-
-def apply(
-    fn: Callable[[Any], Any],
-    items: Chunk,
-    start: int,
-    label: str,
-    skip: bool,
-    mark: Callable[[int], None] | None = None,
-) -> tuple[Chunk, list[Failure]]:
-    """Run ``fn`` over ``items``. A failure gets the stage note with its index and is
-    raised, or, when ``skip``, collected with its index while the other items go on.
-    ``mark(index)`` is called as each item starts (for progress and stall reports)."""
-    if not skip and (mark is None or len(items) == 1):
-        if mark is not None:
-            mark(start)
-        it = iter(items)
-        try:
-            return list(map(fn, it)), []
-        except Exception as exc:
-            add_note(exc, label, start + len(items) - operator.length_hint(it) - 1)
-            raise
-    results: Chunk = []
-    failures: list[Failure] = []
-    for i, x in enumerate(items):
-        if mark is not None:
-            mark(start + i)
-        try:
-            results.append(fn(x))
-        except Exception as exc:
-            add_note(exc, label, start + i)
-            if not skip:
-                raise
-            failures.append((start + i, exc))
-    return results, failures

@@ -93,6 +93,8 @@ def main() -> None:
     # through pidfds and their sockets, not through exit statuses.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     ctl = socket.socket(fileno=int(sys.argv[2]))
+    # The worker side of snake (NumPy, the shared-memory transport), not its engine.
+    child.preload(["numpy", "snake._workers.remote"])
     got = wire.recv_blocking(ctl)
     if got is None:
         os._exit(0)

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from .. import _shm
-from .._direct import Dests, SlotBatcher, write_slots
+from .._direct import SlotBatcher
 from .._util import spawn
 from . import procs
-from .backend import Backend, Chunk, Failure, Lost, Running, apply
-from .child import portable
+from .backend import Backend, Chunk, Failure, Lost, Running
+from .remote import apply_in_worker
 
 if TYPE_CHECKING:
     from .._ops.base import Fused
@@ -60,48 +60,6 @@ class CacheSource:
 
     def claim(self, prefix: str) -> list[procs.ProcWorker]:
         return procs.cache.claim(self.mode, prefix)
-
-
-def apply_in_worker(
-    fn: Callable[[Any], Any],
-    items: Chunk,
-    start: int,
-    label: str,
-    skip: bool,
-    shm_prefix: str | None,
-    progress: tuple[str, int] | None,
-    lent: list[tuple[str, int]],
-    dests: Dests | None,
-) -> tuple[bool, Any, list[Failure]]:
-    """What a worker process runs: ``(True, results, failures)`` or ``(False, error, [])``.
-
-    Large numpy arrays in the results travel through shared memory (see ``_shm``).
-    With ``progress`` (a slot file and a slot), the index of each item is written
-    there before the item starts, for the main process to read.
-    """
-    mark = None
-    if progress is not None:
-        slots = _shm.progress_view(progress[0])
-        slot = progress[1]
-
-        def mark(index: int) -> None:
-            slots[slot] = index
-
-    try:
-        results, failures = apply(fn, items, start, label, skip, mark)
-    except Exception as exc:
-        return False, portable(exc), []
-    failures = [(i, portable(e)) for i, e in failures]
-    if shm_prefix is not None:
-        _shm.worker_run(shm_prefix)
-        if dests is not None:
-            results = write_slots(results, dests)
-        results = _shm.export(results, shm_prefix, lent)
-    return True, results, failures
-
-
-def _noop() -> None:
-    return None
 
 
 class ProcessBackend(Backend):

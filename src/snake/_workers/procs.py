@@ -42,6 +42,8 @@ logger = logging.getLogger("snake")
 IDLE_TIMEOUT = float(os.environ.get("SNAKE_WORKER_IDLE_TIMEOUT", "60"))
 #: Seconds to wait for a killed worker to be gone.
 _KILL_WAIT_S = 5.0
+#: The launcher's entry point, run as a script (see boot.py).
+_BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot.py")
 _HAS_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 
 
@@ -67,7 +69,7 @@ def _main_module() -> dict[str, str]:
 
 
 #: Modules every worker should have imported before it is forked (``preload``).
-_preload: dict[str, None] = dict.fromkeys(["numpy", "snake._workers.backend"])
+_preload: dict[str, None] = dict.fromkeys(["numpy", "snake._workers.remote"])
 
 
 def preload(*modules: str) -> None:
@@ -85,7 +87,6 @@ class _Launcher:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        boot = "import sys, json; sys.path[:] = json.loads(sys.argv[1]); from snake._workers.launcher import main; main()"
         env = dict(os.environ)
         env[wire.WORKER_ENV] = "1"
         for var in wire.SINGLE_THREAD_ENV:
@@ -94,7 +95,7 @@ class _Launcher:
 
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", boot, json.dumps(sys.path), str(theirs.fileno())],
+                [sys.executable, _BOOT, json.dumps(sys.path), str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=env,
