@@ -172,3 +172,16 @@ def noisy(item: tuple[int, int, int]) -> float:
 
     epoch, index, x = item
     return x + float(snake.rng(index, seed=7, epoch=epoch).random())
+
+
+def stall_on_3(x: int) -> int:
+    """Item 3 takes 1.5 s (a stall for a short stall_timeout)."""
+    if x == 3:
+        time.sleep(1.5)
+    return x
+
+
+def busy_forever(x: int) -> int:
+    """Never returns: a worker stuck in a loop."""
+    while True:
+        time.sleep(0.05)

@@ -127,6 +127,10 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._buf)
 
+    def discard(self) -> None:
+        """Drop what is still buffered (the stage has ended; nothing will send it)."""
+        self._buf = []
+
     def put(self, chunk: Chunk) -> None:
         """Append items (never blocks; call :meth:`wait_room` before producing)."""
         if chunk:

@@ -51,6 +51,33 @@ _BACKENDS = ("process", "thread")
 _ON_ERROR_MODES = ("raise", "skip")
 
 
+def _check_par_map_backend(
+    fn: Callable[..., Any],
+    workers: int,
+    backend: str,
+    worker_type: str,
+    retries: int,
+    timeout: float | None,
+    pool: WorkerPool | None,
+) -> None:
+    """The checks of par_map's options that depend on one another."""
+    if backend == "thread" and (retries or timeout is not None or pool is not None):
+        raise ValueError(
+            f'par_map: retries={retries!r}, timeout={timeout!r} and pool need backend="process" '
+            "(a thread cannot crash alone or be stopped)"
+        )
+    if pool is not None:
+        if workers > pool.workers:
+            raise ValueError(f"par_map: workers={workers!r} is more than the pool's {pool.workers}")
+        if worker_type != "auto":
+            raise ValueError("par_map: worker_type is set by the pool; leave it out with pool=")
+    if backend == "process":
+        check_picklable("par_map", fn)
+        check_importable("par_map", fn, worker_type if pool is None else pool.worker_type)
+    elif worker_type != "auto":
+        raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
+
+
 def _check_timeout(method: str, timeout: object, name: str = "timeout") -> float | None:
     if timeout is None:
         return None
@@ -289,21 +316,7 @@ class Stream(Generic[T]):
         retries = check_int("par_map", "retries", retries, minimum=0)
         timeout = _check_timeout("par_map", timeout)
         stall_timeout = _check_timeout("par_map", stall_timeout, name="stall_timeout")
-        if backend == "thread" and (retries or timeout is not None or pool is not None):
-            raise ValueError(
-                f'par_map: retries={retries!r}, timeout={timeout!r} and pool need backend="process" '
-                "(a thread cannot crash alone or be stopped)"
-            )
-        if pool is not None:
-            if workers > pool.workers:
-                raise ValueError(f"par_map: workers={workers!r} is more than the pool's {pool.workers}")
-            if worker_type != "auto":
-                raise ValueError("par_map: worker_type is set by the pool; leave it out with pool=")
-        if backend == "process":
-            check_picklable("par_map", fn)
-            check_importable("par_map", fn, worker_type if pool is None else pool.worker_type)
-        elif worker_type != "auto":
-            raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
+        _check_par_map_backend(fn, workers, backend, worker_type, retries, timeout, pool)
         return self._then(
             ParMap(
                 fn,

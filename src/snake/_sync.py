@@ -166,6 +166,10 @@ class _Bridge:
                     f"snake: the pipeline thread did not stop within {_JOIN_TIMEOUT_S:.0f} s "
                     "of being cancelled (a stage is blocked in code that ignores cancellation)"
                 )
+        # Chunks the consumer never took go now, not with the bridge (its thread refers
+        # back to it: a cycle that only the garbage collector frees).
+        with self._cond:
+            self._chunks.clear()
 
 
 @final

@@ -189,16 +189,23 @@ class _Core:
             self._complete(unit, results)
 
     async def run(self, extra_tasks: tuple[Callable[[], Awaitable[Any]], ...] = ()) -> None:
-        async with trio.open_nursery() as nursery:
-            spawn(nursery, self.outbox.run, nursery.cancel_scope)
-            with self.stop:
-                async with trio.open_nursery() as runners:
-                    for task in extra_tasks:
-                        spawn(runners, task)
-                    for _ in range(self.slots):
-                        spawn(runners, self.runner)
-            self.outbox.put(self.fused.flush())
-            self.outbox.close()
+        try:
+            async with trio.open_nursery() as nursery:
+                spawn(nursery, self.outbox.run, nursery.cancel_scope)
+                with self.stop:
+                    async with trio.open_nursery() as runners:
+                        for task in extra_tasks:
+                            spawn(runners, task)
+                        for _ in range(self.slots):
+                            spawn(runners, self.runner)
+                self.outbox.put(self.fused.flush())
+                self.outbox.close()
+        finally:
+            # Items no one will take (a cancelled or failed run) go now: what refers to
+            # this object may be a cycle that only the garbage collector would free.
+            self.pending.clear()
+            self.chunk = []
+            self.outbox.discard()
 
 
 _RAISE = ErrorPolicy()

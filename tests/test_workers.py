@@ -1,0 +1,212 @@
+"""snake's worker processes: warm reuse, stall warnings, parent death, release
+without the garbage collector, and code that worker processes cannot import."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import funcs
+import psutil
+import pytest
+import trio
+
+import snake
+from snake._workers import procs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_child(code: str, *, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter running ``code`` as a script file (so it has a main module)."""
+    script = Path(os.environ.get("TMPDIR", "/tmp")) / f"snake_workers_{os.getpid()}_{time.monotonic_ns()}.py"
+    script.write_text(textwrap.dedent(code))
+    try:
+        return subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT / "tests",
+            env={**os.environ, "PYTHONPATH": str(ROOT / "tests"), **(env or {})},
+        )
+    finally:
+        script.unlink()
+
+
+def test_later_pipelines_reuse_the_cached_workers() -> None:
+    stream = snake.from_iterable(range(40)).par_map(funcs.pid_of, workers=2)
+    first = set(stream.to_list())
+    assert first <= procs.kept_pids()  # back in the cache, idle
+    again = set(stream.to_list()) | set(trio.run(stream.collect))
+    assert again <= first
+
+
+def test_a_stall_is_logged_with_the_stage_the_item_and_the_worker_stack(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stream = snake.from_iterable(range(6)).par_map(funcs.stall_on_3, workers=2, stall_timeout=0.5)
+    assert "stall_timeout=0.5" in repr(stream)
+
+    async def main() -> snake.PipelineStatistics:
+        async with stream.open() as items:
+            assert [x async for x in items] == list(range(6))
+            return items.statistics()
+
+    with caplog.at_level(logging.WARNING, logger="snake"):
+        stats = trio.run(main)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "snake" and "no progress" in r.getMessage()]
+    assert warnings, caplog.records
+    text = warnings[0]
+    assert "stage #1 par_map(stall_on_3, workers=2, stall_timeout=0.5)" in text
+    assert "item index 3 has been running for" in text
+    assert "worker process" in text and "in stall_on_3" in text  # the worker's Python stack
+    assert stats.stage(1).stalls == len(warnings) >= 1
+
+
+def test_a_stalled_thread_shows_its_stack(caplog: pytest.LogCaptureFixture) -> None:
+    stream = snake.from_iterable(range(6)).par_map(
+        funcs.stall_on_3, workers=2, backend="thread", stall_timeout=0.5
+    )
+    with caplog.at_level(logging.WARNING, logger="snake"):
+        assert stream.to_list() == list(range(6))
+    text = next(r.getMessage() for r in caplog.records if "no progress" in r.getMessage())
+    assert "item index 3" in text and "stall_on_3" in text and "Busy thread workers" in text
+
+
+def test_stall_timeout_none_turns_the_warning_off(caplog: pytest.LogCaptureFixture) -> None:
+    stream = snake.from_iterable(range(5)).par_map(funcs.stall_on_3, workers=2, stall_timeout=None)
+    with caplog.at_level(logging.WARNING, logger="snake"):
+        assert stream.to_list() == list(range(5))
+    assert not [r for r in caplog.records if "no progress" in r.getMessage()]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "5", True])
+def test_a_bad_stall_timeout_is_refused_quoting_it(bad: object) -> None:
+    with pytest.raises((ValueError, TypeError), match=f"stall_timeout={bad!r}"):
+        snake.from_iterable(range(3)).par_map(funcs.inc, stall_timeout=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("worker_type", ["auto", "spawn"])
+def test_workers_die_with_the_main_process_even_when_stuck(worker_type: str) -> None:
+    # The main process is killed outright (no cleanup runs) while both workers are stuck.
+    code = f"""
+    import os, sys, time, snake, funcs
+    from snake._workers import procs
+    if __name__ == "__main__":
+        stream = snake.from_iterable(range(10)).par_map(funcs.busy_forever, workers=2, worker_type={worker_type!r})
+        with stream.open_sync() as items:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 30:
+                kids = [p for p in __import__("psutil").Process().children(recursive=True)
+                        if p.name() == "snake-worker"]
+                if len(kids) == 2 and all(p.status() != "zombie" for p in kids):
+                    break
+                time.sleep(0.05)
+            print(" ".join(str(p.pid) for p in kids), procs.launcher_pid(), flush=True)
+            os.kill(os.getpid(), 9)
+    """
+    proc = run_child(code)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 3, proc.stdout
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.05)
+    assert not alive, f"worker processes {alive} outlived their main process"
+
+
+def test_idle_workers_exit_after_the_idle_timeout_and_new_ones_start() -> None:
+    code = """
+    import time, psutil, snake, funcs
+    from snake._workers import procs
+    if __name__ == "__main__":
+        stream = snake.from_iterable(range(8)).par_map(funcs.pid_of, workers=2)
+        first = set(stream.to_list())
+        time.sleep(2.5)
+        gone = not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in first)
+        second = set(stream.to_list())
+        print(gone, bool(second) and not (second & first))
+    """
+    proc = run_child(code, env={"SNAKE_WORKER_IDLE_TIMEOUT": "0.5"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
+
+
+def test_runs_release_segments_and_mappings_with_the_gc_disabled() -> None:
+    code = """
+    import gc, os, numpy as np, snake, funcs
+    from snake._workers import procs
+
+    def mapped(pid):
+        with open(f"/proc/{pid}/maps") as f:
+            return sum("/dev/shm/snake-" in line for line in f)
+
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    if __name__ == "__main__":
+        gc.disable()
+        stream = snake.from_iterable(range(64)).par_map(funcs.make_array, workers=2).batch(4)
+        for b in stream:
+            pass
+        del b
+        base = fds()
+        for _ in range(20):
+            for b in stream:
+                pass
+        del b
+        for _ in range(20):
+            for i, b in enumerate(stream):
+                if i == 3:
+                    break
+        del b
+        plain = snake.from_iterable(range(64)).par_map(funcs.make_array, workers=2)
+        for _ in range(10):
+            for b in plain:
+                pass
+        del b
+        workers = [mapped(p) for p in procs.kept_pids()]
+        left = [n for n in os.listdir("/dev/shm") if n.startswith(f"snake-{os.getpid()}-")]
+        print(mapped(os.getpid()), sum(workers), len(left), fds() - base)
+    """
+    proc = run_child(code, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    main_maps, worker_maps, files, extra_fds = (int(x) for x in proc.stdout.split())
+    assert (main_maps, worker_maps, files) == (0, 0, 0)
+    assert extra_fds <= 6  # at most: the fds of 2 more cached workers (3 each)
+
+
+def test_a_function_from_an_interactive_main_is_refused_at_the_call() -> None:
+    code = (
+        "import snake\n"
+        "def f(x): return x\n"
+        "try:\n"
+        "    snake.from_iterable(range(3)).par_map(f, workers=1)\n"
+        "except ValueError as e:\n"
+        "    print('refused:', e)\n"
+        "print(snake.from_iterable(range(3)).par_map(f, workers=1, worker_type='fork').to_list())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: par_map: f is defined in an interactive session" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "[0, 1, 2]"
+
+
+def test_an_unguarded_script_gets_a_clear_error_not_a_recursion() -> None:
+    code = """
+    import snake, funcs
+    print(snake.from_iterable(range(4)).par_map(funcs.inc, workers=1).to_list())
+    """
+    proc = run_child(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[1, 2, 3, 4]"
+    assert 'under `if __name__ == "__main__":`' in proc.stderr
