@@ -41,6 +41,7 @@ from ._run import Items, open_pipeline
 from ._sync import SyncItems, open_sync
 from ._util import check_bool, check_callable, check_importable, check_int, check_picklable
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
+from ._workers.procs import preload as preload_in_workers
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -680,6 +681,10 @@ def from_parquet(
     seed = check_seed("from_parquet", seed)
     if seed is not None and not shuffle_row_groups:
         raise ValueError(f"from_parquet: seed={seed!r} only applies with shuffle_row_groups=True")
+    if not read:
+        # Worker processes read the row groups: the launcher imports pyarrow.parquet once,
+        # so that no worker pays for the import.
+        preload_in_workers("pyarrow.parquet")
     return Stream(
         (FromParquet(resolved, cols, batch_rows, rows, readers, filt, shuffle_row_groups, seed, read),)
     )

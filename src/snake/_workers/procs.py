@@ -89,8 +89,8 @@ class _Launcher:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         env[wire.WORKER_ENV] = "1"
-        for var in wire.SINGLE_THREAD_ENV:
-            env.setdefault(var, "1")
+        for var, value in wire.SINGLE_THREAD_ENV.items():
+            env.setdefault(var, value)
         import json
 
         try:

@@ -21,9 +21,17 @@ RETIRE = b"\x00snake-retire"
 STACK_SIGNAL = signal.SIGRTMIN + 4 if hasattr(signal, "SIGRTMIN") else signal.SIGUSR2
 #: Set in the environment of the launcher and of every worker process.
 WORKER_ENV = "SNAKE_WORKER_PROCESS"
-#: Native thread pools that would otherwise start threads in the launcher at import
-#: (OpenBLAS, OpenMP, MKL): one thread each, as torch's DataLoader workers do.
-SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: Native libraries that would otherwise start threads in the launcher at import
+#: (OpenBLAS, OpenMP, MKL: one thread each, as torch's DataLoader workers do; jemalloc
+#: in pyarrow: no background thread). Set unless the user set them.
+SINGLE_THREAD_ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    # pyarrow's jemalloc starts a background purging thread at import.
+    "JE_ARROW_MALLOC_CONF": "background_thread:false",
+}
 
 
 def frame(payload: bytes) -> bytes:
