@@ -84,7 +84,6 @@ class ProcessBackend(Backend):
         closed: Callable[[], bool] = lambda: False,
     ) -> None:
         self.fn = fn
-        self.workers = workers
         self.label = label
         self.skip = skip
         self.source = source
