@@ -166,6 +166,11 @@ class Items(trio.abc.ReceiveChannel[T], Generic[T]):
         self._inbox.close()
         await trio.lowlevel.checkpoint()
 
+    def _close(self) -> None:
+        # The run is over: what is buffered here goes now (an error's frames hold this).
+        self._inbox.close()
+        self._buf, self._pos = [], 0
+
 
 async def _run_stage(
     run: Callable[[], Awaitable[None]],
@@ -261,7 +266,7 @@ async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
                 yield items
             finally:
                 ctx.closed = ctx.closed or time.perf_counter()
-                recv.close()
+                items._close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         error = pick_exception(group)

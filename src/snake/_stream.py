@@ -529,12 +529,19 @@ class Stream(Generic[T]):
     async def collect(self) -> list[T]:
         """Run the pipeline to the end and return its items as a list."""
         out: list[T] = []
-        async with self.open() as items:
-            while True:
-                chunk = await items.receive_chunk()
-                if chunk is None:
-                    return out
-                out.extend(chunk)
+        try:
+            async with self.open() as items:
+                while True:
+                    chunk = await items.receive_chunk()
+                    if chunk is None:
+                        return out
+                    out.extend(chunk)
+        except BaseException:
+            # A failed run returns nothing: the items read so far go now, not with the
+            # error (whose traceback holds this frame) whenever that is collected.
+            out.clear()
+            chunk = None
+            raise
 
     def to_list(self) -> list[T]:
         """Run the pipeline (in a helper thread) and return its items as a list."""

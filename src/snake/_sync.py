@@ -21,6 +21,7 @@ import trio
 from ._ops.base import Spec
 from ._run import Items, open_pipeline
 from ._stats import PipelineStatistics
+from ._util import release_frames
 
 T = TypeVar("T")
 
@@ -71,6 +72,7 @@ class _Bridge:
             # Kept here, not left as the run's outcome: trio's finished run is a cycle of
             # tasks that only the garbage collector frees, and it would hold the error
             # (with the items its traceback refers to) as long.
+            release_frames(exc)
             self._error = exc
 
     async def _pump(self) -> None:
@@ -129,6 +131,7 @@ class _Bridge:
                 except trio.RunFinishedError:
                     pass
             yield chunk
+            del chunk  # not kept in this frame, which an error raised below would hold
         self._thread.join()
         self.raise_pending()
 
@@ -206,6 +209,7 @@ def _flatten(bridge: _Bridge) -> Iterator[Any]:
     # ``yield from`` a list costs a few tens of ns per item: no per-item locking.
     for chunk in bridge.chunks():
         yield from chunk
+        del chunk  # not kept in this frame, which a pipeline error would hold
 
 
 @contextmanager

@@ -19,12 +19,70 @@ CHUNK_CAP = 1024
 
 @trio.lowlevel.enable_ki_protection
 def spawn(nursery: trio.Nursery, async_fn: Callable[..., Awaitable[object]], *args: Any) -> None:
-    """``nursery.start_soon(async_fn, *args)`` with Ctrl-C held off until the next
-    checkpoint. trio's ``start_soon`` is not protected itself: a KeyboardInterrupt landing
-    between making the coroutine and scheduling its task leaves the coroutine never
-    awaited, and a ``RuntimeWarning`` about it at exit (seen with a new epoch's stages
-    starting as Ctrl-C came)."""
-    nursery.start_soon(async_fn, *args)
+    """``nursery.start_soon(async_fn, *args)``, for every task of a pipeline.
+
+    Ctrl-C is held off until the next checkpoint: trio's ``start_soon`` is not protected
+    itself, and a KeyboardInterrupt landing between making the coroutine and scheduling
+    its task leaves the coroutine never awaited (a ``RuntimeWarning`` at exit).
+
+    The task releases the frames an exception leaves it with (see :func:`_task`).
+    """
+    coro = async_fn(*args)
+    try:
+        nursery.start_soon(_task, coro, name=async_fn)
+    except BaseException:
+        coro.close()  # type: ignore[attr-defined]
+        raise
+
+
+async def _task(coro: Awaitable[object]) -> None:
+    # An exception that ends a task holds, through its traceback, the frames it unwound
+    # and everything their locals refer to: chunks of items, arrays in shared memory.
+    # trio keeps such exceptions in reference cycles (a nursery's exception groups, a
+    # finished run's outcome) that only the garbage collector frees; with the collector
+    # off, the items would stay. Every frame below this one has finished, so its locals
+    # can go now: the traceback still names each frame and line.
+    try:
+        await coro
+    except BaseException as exc:
+        release_frames(exc)
+        raise
+
+
+_CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+_PACKAGE_DIR = __file__.rpartition("/")[0] + "/"
+
+
+def release_frames(exc: BaseException) -> None:
+    """Clear the locals of the finished frames in the traceback of ``exc``, which just
+    ended the task running this, and of the exceptions it groups: snake's own frames
+    always, the user's too when ``exc`` is a cancellation, which nobody inspects.
+
+    Only frames that ended with the task are touched. Frames of generators are left
+    alone (clearing a suspended one would finalize it), as are frames still running
+    (``clear()`` refuses those), and so is ``__context__``: an exception raised while
+    another task handled one gets that one as its context, with frames of a task that
+    still runs."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        every = isinstance(e, trio.Cancelled)
+        tb = e.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            code = frame.f_code
+            if not code.co_flags & _CO_GENERATORS and (every or code.co_filename.startswith(_PACKAGE_DIR)):
+                try:
+                    frame.clear()
+                except RuntimeError:  # still running (this task's own frame, say)
+                    pass
+            tb = tb.tb_next
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)  # from this task, or from child tasks that ended
 
 
 def describe_callable(fn: object) -> str:

@@ -3,18 +3,24 @@
 A snapshot is taken when the block is entered; when it is left, whatever is new
 and still alive is a leak: Python threads (except idle threads of trio's thread
 cache; one that was idle at entry and runs a job at exit is a leak), descendant
-processes (except idle workers of a ``WorkerPool`` that was open when the block
-was entered, and multiprocessing's own helper processes) and child processes that
-exited but were never waited for (zombies), snake's shared-memory files of this
-process in ``/dev/shm``, and trio tasks of the current run (when the block runs in
-a trio task). The OS needs a moment to reap what was stopped, so leaks are looked
-for again, on the wall clock, until ``grace`` seconds have passed before they are
+processes (except the processes snake keeps on purpose: its worker launcher and
+the idle workers of its process-wide cache, idle workers of a ``WorkerPool`` that
+was open when the block was entered, and multiprocessing's own helper processes)
+and child processes that exited but were never waited for (zombies), file
+descriptors of this process (except those of the processes snake keeps),
+snake's shared-memory files of this process in ``/dev/shm`` and this process's
+mappings of them (except those of numpy arrays still reachable: results the
+caller holds), and trio tasks of the current run (when the block runs in a trio
+task). The OS needs a moment to reap what was stopped, so leaks are looked for
+again, on the wall clock, until ``grace`` seconds have passed before they are
 reported.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
+import inspect
 import math
 import os
 import sys
@@ -166,6 +172,164 @@ def _segments() -> set[str]:
         return set()
 
 
+# -- file descriptors and mappings ------------------------------------------------------
+
+#: Where this process's open file descriptors are listed (Linux).
+_FD_DIR = "/proc/self/fd"
+#: Where this process's memory mappings are listed (Linux).
+_MAPS = "/proc/self/maps"
+#: Seconds between two searches for arrays that use a mapping (each walks the heap).
+_ARRAY_SEARCH_S = 0.25
+
+
+@attrs.frozen
+class _Fd:
+    """An open file descriptor, told apart from a later one that reuses its number."""
+
+    number: int
+    #: ``st_dev`` and ``st_ino`` of what it refers to.
+    dev: int
+    ino: int
+    #: What ``/proc/self/fd`` says it is: a path, ``socket:[...]``, ``anon_inode:[...]``.
+    target: str = attrs.field(eq=False)
+
+
+def _fds() -> set[_Fd]:
+    """This process's open file descriptors, or none where ``/proc`` does not list them."""
+    try:
+        numbers = os.listdir(_FD_DIR)
+    except OSError:
+        return set()
+    found: set[_Fd] = set()
+    for name in numbers:
+        fd = int(name)
+        try:
+            target = os.readlink(os.path.join(_FD_DIR, name))
+            st = os.fstat(fd)
+        except OSError:
+            continue  # closed meanwhile, or the directory listing's own descriptor
+        found.add(_Fd(fd, st.st_dev, st.st_ino, target))
+    return found
+
+
+def _kept_fds() -> set[int]:
+    """The descriptors of the processes snake keeps: a socket, a pidfd and a stack file
+    for each idle worker (of the process-wide cache and of every open pool), and the
+    launcher's control socket."""
+    workers = list(_procs.cache.idle())
+    for pool in list(_pool.open_pools):
+        with pool._lock:
+            workers.extend(pool._idle)
+    fds: set[int] = set()
+    for w in workers:
+        fds.add(w.sock.fileno())
+        if w.pidfd is not None:
+            fds.add(w.pidfd)
+        fds.add(w.stack_fd)
+    launcher = _procs._launcher
+    if launcher is not None and launcher.owner == os.getpid():
+        fds.add(launcher.sock.fileno())
+    fds.discard(-1)
+    return fds
+
+
+@attrs.frozen
+class _Mapping:
+    """A mapping of one of snake's shared-memory files into this process."""
+
+    start: int
+    end: int
+    #: ``st_dev`` and ``st_ino`` of the file.
+    dev: int
+    ino: int
+    #: The file, with `` (deleted)`` once it was unlinked.
+    path: str
+
+
+def _mappings() -> set[_Mapping]:
+    """This process's mappings of its own shared-memory files, ``/dev/shm/snake-<pid>-*``."""
+    prefix = os.path.join(_shm.SHM_DIR, f"snake-{os.getpid()}-")
+    try:
+        with open(_MAPS, encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f if prefix in line]
+    except OSError:
+        return set()
+    found: set[_Mapping] = set()
+    for line in lines:
+        # "start-end perms offset dev inode path": the path may hold spaces.
+        fields = line.rstrip("\n").split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].startswith(prefix):
+            continue
+        start, _, end = fields[0].partition("-")
+        major, _, minor = fields[3].partition(":")
+        dev = os.makedev(int(major, 16), int(minor, 16))
+        found.add(_Mapping(int(start, 16), int(end, 16), dev, int(fields[4]), fields[5]))
+    return found
+
+
+def _reachable_array_addresses() -> list[int]:
+    """Where the data of every numpy array still reachable from the running program
+    starts: from the stacks of its threads, from modules, from objects that C code
+    holds; not from garbage, objects that only reference cycles keep alive.
+
+    What is reachable is found as the garbage collector finds it, without collecting:
+    an object referenced more often than the tracked objects reference it is held
+    from outside them (a stack, C code), and everything it references is reachable.
+    With the collector enabled a collection runs first, so that what it would free
+    soon is not mistaken for data in use; with it disabled (a test that checks that
+    nothing relies on it), data that only garbage holds is a leak.
+    """
+    np = sys.modules.get("numpy")
+    if np is None:
+        return []
+    if gc.isenabled():
+        gc.collect()
+    ndarray = np.ndarray
+    objs = gc.get_objects()
+    index = {id(o): i for i, o in enumerate(objs)}
+    inside = [0] * len(objs)
+    o = r = None
+    for o in objs:
+        for r in gc.get_referents(o):
+            i = index.get(id(r))
+            if i is not None:
+                inside[i] += 1
+    del o, r
+    # sys.getrefcount counts the list objs and its own argument.
+    stack = [objs[i] for i in range(len(objs)) if sys.getrefcount(objs[i]) - 2 > inside[i]]
+    del inside
+    arrays: list[Any] = [o for o in stack if isinstance(o, ndarray)]
+    # A running function's frame holds its locals without reporting them to the
+    # collector: they are read from its f_locals, a dict that Python fills with them
+    # and keeps on the frame; it is emptied again, so that it keeps none of them alive
+    # (the function's variables themselves are not in it). Other frames' namespaces
+    # are dicts that the collector sees.
+    for top in sys._current_frames().values():
+        frame: Any = top
+        while frame is not None:
+            if frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+                snapshot = frame.f_locals
+                arrays.extend(v for v in snapshot.values() if isinstance(v, ndarray))
+                snapshot.clear()
+            frame = frame.f_back
+    del top, frame
+    reached = {id(o) for o in stack}
+    while stack:
+        for r in gc.get_referents(stack.pop()):
+            if isinstance(r, ndarray):
+                arrays.append(r)
+            if id(r) in index and id(r) not in reached:
+                reached.add(id(r))
+                stack.append(r)
+    del objs, index, reached
+    addresses: list[int] = []
+    for a in arrays:
+        while isinstance(a, ndarray):  # a view, and the arrays it is a view of
+            addresses.append(a.__array_interface__["data"][0])
+            a = a.base
+    return addresses
+
+
 def _in_trio_task() -> bool:
     # Not current_trio_token(): a guest run (snake.aio on asyncio) stays registered in its
     # thread while the asyncio code around it runs outside any trio task.
@@ -196,9 +360,26 @@ def _tasks(root: trio.lowlevel.Task) -> set[trio.lowlevel.Task]:
 
 
 class _Snapshot:
-    __slots__ = ("idle_cache_threads", "pools", "processes", "root", "segments", "tasks", "threads")
+    __slots__ = (
+        "arrays",
+        "fds",
+        "idle_cache_threads",
+        "mappings",
+        "pools",
+        "processes",
+        "root",
+        "searched",
+        "segments",
+        "tasks",
+        "threads",
+    )
 
     def __init__(self) -> None:
+        self.fds = _fds()
+        self.mappings = _mappings()
+        #: Reachable arrays' addresses; when they were last searched for, and for which mappings.
+        self.arrays: list[int] = []
+        self.searched: tuple[float, set[_Mapping]] = (-math.inf, set())
         self.threads = set(threading.enumerate())
         self.idle_cache_threads = {t for t in self.threads if t.name.startswith(_IDLE_TRIO_THREAD)}
         self.processes = set(_descendants())
@@ -240,11 +421,41 @@ class _Snapshot:
                 out.append(f"{pool!r}: entered in the block and still open")
         for name in sorted(_segments() - self.segments):
             out.append(f"shared-memory file {os.path.join(_shm.SHM_DIR, name)}")
+        mapped, in_use = self._new_mappings()  # first: it may run the garbage collector
+        fds = sorted(_fds() - self.fds, key=lambda fd: fd.number)
+        for m in mapped:
+            # Python's mmap keeps a descriptor of the file it maps: part of the same leak.
+            its = [str(fd.number) for fd in fds if (fd.dev, fd.ino) == (m.dev, m.ino)]
+            held = f", with file descriptor(s) {', '.join(its)}" if its else ""
+            out.append(f"mapping of shared-memory file {m.path} at {m.start:#x}-{m.end:#x}{held}")
+        files = {(m.dev, m.ino) for m in (*mapped, *in_use)}
+        kept = _kept_fds()
+        for fd in fds:
+            if fd.number not in kept and (fd.dev, fd.ino) not in files:
+                out.append(f"file descriptor {fd.number}: {fd.target}")
         root = _current_run()
         if root is not None and root is self.root:
             for task in sorted(_tasks(root) - self.tasks, key=lambda t: t.name):
                 out.append(f"trio task {task.name!r}")
         return out
+
+    def _new_mappings(self) -> tuple[list[_Mapping], list[_Mapping]]:
+        """The mappings made since the snapshot: those no reachable array views (leaks),
+        and those one does (in use)."""
+        new = _mappings() - self.mappings
+        if not new:
+            return [], []
+        now = time.monotonic()
+        # A heap walk: not at every poll, but again for mappings it was not done for.
+        if now - self.searched[0] >= _ARRAY_SEARCH_S or not new <= self.searched[1]:
+            self.arrays = _reachable_array_addresses()
+            new = _mappings() - self.mappings  # the collection it may run unmaps garbage's
+            self.searched = (now, new)
+        leaked: list[_Mapping] = []
+        in_use: list[_Mapping] = []
+        for m in sorted(new, key=lambda m: m.start):
+            (in_use if any(m.start <= a < m.end for a in self.arrays) else leaked).append(m)
+        return leaked, in_use
 
 
 @final
@@ -329,8 +540,9 @@ class LeakCheck:
 
 
 def assert_no_leaks(*, grace: float = 2.0) -> LeakCheck:
-    """Fail if a thread, process, shared-memory file or trio task started in the block
-    outlives it: ``with assert_no_leaks(): ...`` or, in trio, ``async with assert_no_leaks(): ...``.
+    """Fail if a thread, process, file descriptor, shared-memory file or mapping, or trio
+    task started in the block outlives it: ``with assert_no_leaks(): ...`` or, in trio,
+    ``async with assert_no_leaks(): ...``.
 
     What counts, after the block (looked for again for ``grace`` seconds, so that the
     OS can reap what was stopped):
@@ -338,13 +550,23 @@ def assert_no_leaks(*, grace: float = 2.0) -> LeakCheck:
     - Python threads that were not running when the block was entered, except trio's
       idle thread-cache threads (a cache thread running a job is a leak, also one that
       was idle when the block was entered);
-    - descendant processes that were not running, except the idle workers of a
-      :class:`snake.WorkerPool` that was open when the block was entered, and
-      multiprocessing's resource tracker and forkserver; a pool worker still running
-      a job, a pool still held by a stage, or a pool entered in the block and still
-      open are leaks too; so is a child process started in the block that exited but
-      was never waited for (a zombie);
-    - files of this process's shared-memory segments, ``/dev/shm/snake-<pid>-*``;
+    - descendant processes that were not running, except the processes snake keeps on
+      purpose (its worker launcher and the idle workers of its process-wide cache), the
+      idle workers of a :class:`snake.WorkerPool` that was open when the block was
+      entered, and multiprocessing's resource tracker and forkserver; a pool worker
+      still running a job, a pool still held by a stage, or a pool entered in the block
+      and still open are leaks too; so is a child process started in the block that
+      exited but was never waited for (a zombie);
+    - file descriptors of this process that were not open (``/proc/self/fd``), except
+      those of the processes snake keeps: each idle worker's socket, pidfd and stack
+      file, and the launcher's socket;
+    - files of this process's shared-memory segments, ``/dev/shm/snake-<pid>-*``, and
+      this process's mappings of them that were not there (``/proc/self/maps``, also
+      of files already removed), with the descriptor Python's ``mmap`` keeps of each,
+      except those that a numpy array still reachable from the program views: results
+      the caller holds are not leaks. An array that only garbage holds (reference
+      cycles) excuses nothing: with the garbage collector enabled, a collection runs
+      first; with it disabled, that mapping is a leak;
     - when the block runs in a trio task: new tasks of the current run, anywhere in it
       (not from asyncio code, even while a ``snake.aio`` guest run is open).
 
