@@ -80,6 +80,46 @@ def test_a_stalled_thread_shows_its_stack(caplog: pytest.LogCaptureFixture) -> N
     assert "item index 3" in text and "stall_on_3" in text and "Busy thread workers" in text
 
 
+async def _sleepy(x: int) -> int:
+    """Item 3 waits 10 s (on trio's clock)."""
+    if x == 3:
+        await trio.sleep(10)
+    return x
+
+
+async def test_a_stalled_par_then_item_is_logged_with_its_task_stack(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream = snake.from_iterable(range(6)).par_then(_sleepy, limit=4, stall_timeout=2.0)
+    assert "stall_timeout=2.0" in repr(stream)
+    with caplog.at_level(logging.WARNING, logger="snake"):
+        async with stream.open() as items:
+            assert [x async for x in items] == list(range(6))
+            stats = items.statistics()
+            report = items.report()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "snake" and "no progress" in r.getMessage()]
+    # 10 s stuck, a warning every 2 s once the item has run 2 s: 4 or 5 (sampled every 0.5 s)
+    assert 4 <= len(warnings) <= 5, warnings
+    text = warnings[0]
+    assert "stage #1 par_then(_sleepy, limit=4, stall_timeout=2.0)" in text
+    assert "item index 3 has been running for" in text and "Busy trio tasks" in text
+    assert "in _sleepy" in text and "await trio.sleep(10)" in text  # where the task waits
+    assert stats.stage(1).stalls == len(warnings)
+    assert f"stalled: #1 par_then(_sleepy, limit=4, stall_timeout=2.0): {len(warnings)} stall warning(s)" in report
+
+
+async def test_then_takes_stall_timeout_and_none_turns_it_off(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="snake"):
+        assert await snake.from_iterable(range(5)).then(_sleepy, stall_timeout=None).collect() == list(range(5))
+        assert not caplog.records
+        assert await snake.from_iterable(range(5)).then(_sleepy).collect() == list(range(5))
+        assert not caplog.records  # 10 s is below the default of 60 s
+        assert await snake.from_iterable(range(5)).then(_sleepy, stall_timeout=4).collect() == list(range(5))
+    assert [r for r in caplog.records if "stage #1 then(_sleepy, stall_timeout=4.0)" in r.getMessage()]
+
+
 def test_stall_timeout_none_turns_the_warning_off(caplog: pytest.LogCaptureFixture) -> None:
     stream = snake.from_iterable(range(5)).par_map(funcs.stall_on_3, workers=2, stall_timeout=None)
     with caplog.at_level(logging.WARNING, logger="snake"):
@@ -91,6 +131,10 @@ def test_stall_timeout_none_turns_the_warning_off(caplog: pytest.LogCaptureFixtu
 def test_a_bad_stall_timeout_is_refused_quoting_it(bad: object) -> None:
     with pytest.raises((ValueError, TypeError), match=f"stall_timeout={bad!r}"):
         snake.from_iterable(range(3)).par_map(funcs.inc, stall_timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises((ValueError, TypeError), match=f"par_then: stall_timeout={bad!r}"):
+        snake.from_iterable(range(3)).par_then(_sleepy, stall_timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises((ValueError, TypeError), match=f"then: stall_timeout={bad!r}"):
+        snake.from_iterable(range(3)).then(_sleepy, stall_timeout=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("worker_type", ["auto", "spawn"])

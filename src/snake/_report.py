@@ -94,6 +94,16 @@ def bottleneck(stats: PipelineStatistics) -> tuple[int | None, str]:
     return position, f"{named.name}: {why}; {_advice(named, owner)}"
 
 
+def _stalls(stats: PipelineStatistics) -> list[str]:
+    """A line for each stage that logged stall warnings (``stall_timeout``)."""
+    lines = []
+    for st in stats.stages:
+        if st.stalls:
+            now = f"; its oldest item in flight has run {st.oldest_item_s:.1f} s" if st.oldest_item_s else ""
+            lines.append(f"stalled: {st.name}: {st.stalls} stall warning(s) on the 'snake' logger{now}")
+    return lines
+
+
 def report(stats: PipelineStatistics) -> str:
     """The text of ``Items.report()``: the summary, the bottleneck, then a table."""
     e = stats.elapsed_s
@@ -103,6 +113,7 @@ def report(stats: PipelineStatistics) -> str:
         f"the consumer waited for items {stats.consumer_wait_s:.2f} s ({_pct(stats.consumer_wait_s, e)})"
     )
     lines = [summary, f"bottleneck: {bottleneck(stats)[1]}"]
+    lines += _stalls(stats)
     width = max([len(st.name) for st in stats.stages] + [5])
     width = min(width, 60)
     lines.append(

@@ -156,10 +156,12 @@ class StageStatistics:
     #: Items received and not yet finished: running in a ``par_then`` task or a
     #: ``par_map`` worker (0 for other stages).
     in_flight: int = 0
-    #: Stall warnings the stage logged: an item ran past ``stall_timeout`` (``par_map``).
+    #: Stall warnings the stage logged: an item ran past ``stall_timeout``
+    #: (``then``, ``par_then``, ``par_map``).
     stalls: int = 0
-    #: Seconds the longest-running item in flight has been running (``par_map``; 0.0
-    #: when none runs). Sampled as often as the stage's deadlines and stalls are watched.
+    #: Seconds the longest-running item in flight has been running (``then``,
+    #: ``par_then``, ``par_map`` with a ``timeout`` or ``stall_timeout``; 0.0 when none
+    #: runs). Sampled as often as the stage's deadlines and stalls are watched.
     oldest_item_s: float = 0.0
     #: Seconds the stage has been running (for an inline stage: its host task's).
     elapsed_s: float = 0.0

@@ -221,10 +221,14 @@ class Stream(Generic[T]):
         return self._then(BucketByLength(bounds, sizes, length, pad_value, drop_last))
 
     # -- concurrent stages -----------------------------------------------------------
-    def then(self, afn: Callable[[T], Awaitable[U]], /) -> Stream[U]:
-        """Await ``afn(item)`` for every item, one at a time."""
+    def then(self, afn: Callable[[T], Awaitable[U]], /, *, stall_timeout: float | None = 60.0) -> Stream[U]:
+        """Await ``afn(item)`` for every item, one at a time.
+
+        ``stall_timeout``: as in ``par_then``.
+        """
         check_callable("then", afn, want_async=True)
-        return self._then(ParThen(afn, 1, True, name="then"))
+        stall_timeout = _check_timeout("then", stall_timeout, name="stall_timeout")
+        return self._then(ParThen(afn, 1, True, name="then", stall_timeout=stall_timeout))
 
     def par_then(
         self,
@@ -234,6 +238,7 @@ class Stream(Generic[T]):
         limit: int = 16,
         ordered: bool = True,
         timeout: float | None = None,
+        stall_timeout: float | None = 60.0,
     ) -> Stream[U]:
         """Await ``afn(item)`` in up to ``limit`` concurrent trio tasks: for IO.
 
@@ -241,12 +246,19 @@ class Stream(Generic[T]):
         item holds back at most ``limit`` others. ``ordered=False`` yields in
         completion order. With ``timeout`` (seconds), an item that takes longer is
         cancelled and raises ``TimeoutError`` (or is dropped under ``on_error("skip")``).
+
+        ``stall_timeout``: when an item has been awaited this many seconds, a warning
+        goes to the ``snake`` logger naming the stage, the item and how long it has
+        run, with the stack of every busy task; it repeats every ``stall_timeout``
+        seconds while the stage stays stuck (``None``: never). Nothing is cancelled:
+        that is what ``timeout`` does.
         """
         check_callable("par_then", afn, want_async=True)
         limit = check_int("par_then", "limit", limit, minimum=1)
         check_bool("par_then", "ordered", ordered)
         timeout = _check_timeout("par_then", timeout)
-        return self._then(ParThen(afn, limit, ordered, timeout=timeout))
+        stall_timeout = _check_timeout("par_then", stall_timeout, name="stall_timeout")
+        return self._then(ParThen(afn, limit, ordered, timeout=timeout, stall_timeout=stall_timeout))
 
     def par_map(
         self,

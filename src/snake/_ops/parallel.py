@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -221,6 +222,7 @@ class ParThen(TaskSpec):
     name: str = "par_then"
     timeout: float | None = None
     errors: ErrorPolicy = _RAISE
+    stall_timeout: float | None = 60.0
 
     def describe(self) -> str:
         args = [describe_callable(self.afn)]
@@ -230,6 +232,8 @@ class ParThen(TaskSpec):
                 args.append("ordered=False")
         if self.timeout is not None:
             args.append(f"timeout={self.timeout!r}")
+        if self.stall_timeout != 60.0:
+            args.append(f"stall_timeout={self.stall_timeout!r}")
         return f"{self.name}({', '.join(args)}){self.errors.describe()}"
 
     async def run(
@@ -239,8 +243,14 @@ class ParThen(TaskSpec):
         timeout = self.timeout
         counters = ctx.counters(label)
         budget = counters.budget = ErrorBudget(self.errors, label)
+        watch = _TaskWatch(label, counters, self.stall_timeout) if self.stall_timeout is not None else None
+        counters.watch = watch
+        running = watch.running if watch is not None else None
+        current_task = trio.lowlevel.current_task
 
         async def call(items: Chunk, start: int) -> Chunk:
+            if running is not None:
+                running[start] = current_task()
             try:
                 if timeout is None:
                     return [await afn(items[0])]
@@ -255,6 +265,9 @@ class ParThen(TaskSpec):
                 if budget.absorb(exc, start, counters.items_in):
                     return []
                 raise
+            finally:
+                if running is not None:
+                    del running[start]
 
         core = _Core(
             inbox=inbox,
@@ -269,7 +282,13 @@ class ParThen(TaskSpec):
             unit_size=lambda: 1,
             counters=counters,
         )
-        await core.run()
+        if watch is None:
+            await core.run()
+            return
+        async with trio.open_nursery() as nursery:
+            spawn(nursery, watch.run)
+            await core.run()
+            nursery.cancel_scope.cancel()
 
 
 class _Pacer:
@@ -371,17 +390,7 @@ class _Watch:
         self.counters.stalls += 1
         busy = sorted(self.units, key=lambda r: r.since)
         stacks = [f"item index {r.index} (running {now - r.since:.1f} s), {await self.backend.stack(r)}" for r in busy]
-        _stall_log.warning(
-            "snake: stage %s has made no progress for %.1f s: item index %d has been running for "
-            "%.1f s (stall_timeout=%gs). Busy %s workers:\n%s",
-            self.label,
-            now - oldest.since,
-            oldest.index,
-            now - oldest.since,
-            self.stall_timeout,
-            self.backend.kind,
-            "\n".join(stacks),
-        )
+        _warn_stall(self.label, oldest.index, now - oldest.since, self.stall_timeout, f"{self.backend.kind} workers", stacks)
 
     def longest(self) -> float:
         """Seconds the longest-running item in flight has run (from any thread)."""
@@ -390,6 +399,95 @@ class _Watch:
         except RuntimeError:  # statistics() from outside the run (open_sync's consumer)
             now = time.monotonic() + self.clock_offset
         return max((now - r.since for r in list(self.units)), default=0.0)
+
+
+def _warn_stall(
+    label: str, index: int, age: float, stall_timeout: float | None, busy: str, stacks: list[str]
+) -> None:
+    _stall_log.warning(
+        "snake: stage %s has made no progress for %.1f s: item index %d has been running for "
+        "%.1f s (stall_timeout=%gs). Busy %s:\n%s",
+        label,
+        age,
+        index,
+        age,
+        stall_timeout,
+        busy,
+        "\n".join(stacks),
+    )
+
+
+class _TaskWatch:
+    """The items in flight of one ``par_then`` run, watched for stalls.
+
+    Each call records its item index and trio task in :attr:`running` (a dict store
+    and a delete: no clock read per item). Every ``period`` the watch notes when it
+    first saw each index; an item seen for ``stall_timeout`` seconds gets a warning
+    on the ``snake`` logger with the stack of every busy task, repeated every
+    ``stall_timeout`` seconds while the stage stays stuck. Ages are measured from the
+    first sighting, so they are low by at most one period.
+    """
+
+    def __init__(self, label: str, counters: StageCounters, stall_timeout: float) -> None:
+        self.label = label
+        self.counters = counters
+        self.stall_timeout = stall_timeout
+        self.period = max(0.002, min(stall_timeout / 4, 1.0))
+        #: Item index -> the task awaiting it.
+        self.running: dict[int, trio.lowlevel.Task] = {}
+        #: Item index -> trio time it was first seen running.
+        self.seen: dict[int, float] = {}
+        self.warned_at = -math.inf
+        self.clock_offset = trio.current_time() - time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.period)
+            now = trio.current_time()
+            running, seen = self.running, self.seen
+            for index in [i for i in seen if i not in running]:
+                del seen[index]
+            for index in list(running):
+                seen.setdefault(index, now)
+            if not seen:
+                continue
+            oldest = min(seen, key=seen.__getitem__)
+            age = now - seen[oldest]
+            if age >= self.stall_timeout and now - self.warned_at >= self.stall_timeout:
+                self.warned_at = now
+                self.counters.stalls += 1
+                busy = sorted((since, index) for index, since in seen.items() if index in running)
+                stacks = [
+                    f"item index {index} (running {now - since:.1f} s), {_task_stack(running[index])}"
+                    for since, index in busy
+                ]
+                _warn_stall(self.label, oldest, age, self.stall_timeout, "trio tasks", stacks)
+
+    def longest(self) -> float:
+        """Seconds the longest-running item in flight has run (from any thread)."""
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # statistics() from outside the run (open_sync's consumer)
+            now = time.monotonic() + self.clock_offset
+        return max((now - since for since in list(self.seen.values())), default=0.0)
+
+
+_TRIO_DIR = trio.__file__.rpartition("/")[0] + "/"
+
+
+def _task_stack(task: trio.lowlevel.Task) -> str:
+    """Where a trio task is suspended: its chain of awaits, as a traceback shows it."""
+    frames = []
+    coro: Any = task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            break
+        if not frame.f_code.co_filename.startswith(_TRIO_DIR):  # trio's own frames say nothing
+            frames.append((frame, frame.f_lineno))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+    text = "".join(traceback.StackSummary.extract(frames).format()).rstrip()
+    return f"trio task {task.name}:\n{text}"
 
 
 @attrs.frozen
