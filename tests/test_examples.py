@@ -35,10 +35,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "caught ValueError again; first note: snake: raised in stage #1 map(parse) on item index 3",
     ),
     "cancel.py": (
-        "break: stopped after 5 items: [0, 1, 4, 9, 16]",
+        "break: stopped after 5 items: [0, 1, 4, 9, 16], in 0.",
         "deadline: cancelled=True",
-        "sync break: stopped at 100",
-        "worker processes left: 0",
+        # item 7 sleeps 60 s in its worker: the deadline killed that worker
+        "the worker stuck on item 7 still runs: False",
+        "sync break: stopped at 16, in 0.",
     ),
     # A user's pytest file for snake.testing: run as a script, it runs pytest on itself.
     "test_user_pipeline.py": ("8 passed",),
@@ -55,6 +56,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "same workers in every epoch: True",
         "between epochs: WorkerPoolStatistics(idle_workers=2, running_workers=0)",
         "after the block: WorkerPoolStatistics(idle_workers=0, running_workers=0)",
+        "the pool's workers still run: False",
     ),
     "datasets.py": (
         "epoch 2: mean loss ",
@@ -101,7 +103,7 @@ EXPECTED["web_asyncio.py"] = (
 )
 EXPECTED["asyncio_basics.py"] = (
     "first: [6765, 10946, 17711, 28657, 46368]\n",
-    "worker processes left: 0\nRuntimeStatistics(running=False, pipelines=0, tasks=0)\n",
+    "; RuntimeStatistics(running=False, pipelines=0, tasks=0)\n",
     "timed out; RuntimeStatistics(running=False, pipelines=0, tasks=0)\n",
     "caught ValueError: invalid literal for int() with base 10: 'three'\n",
     "  note: snake: raised in stage #1 map(parse) on item index 2\n",
