@@ -44,6 +44,12 @@ def test_a_dying_worker_is_a_clear_error_within_5_s(fn: Any, no_leaks: None) -> 
     assert f"#1 par_map({fn.__name__}, workers=2)" in message
     assert "item index 3" in message
     assert any("item index 3" in n for n in info.value.__notes__)
+    # how it died: faulthandler's report of a fatal signal, else no Python error
+    if fn is funcs.segfault_on_3:
+        assert message.endswith("(Fatal Python error: Segmentation fault)")
+        assert f"in {fn.__name__}" in str(info.value.__cause__)  # the worker's stack as it died
+    else:
+        assert message.endswith("(it left no Python error: os._exit, a kill signal, or the out-of-memory killer)")
 
 
 def test_retries_run_the_item_again_on_a_fresh_worker(tmp_path: Any, no_leaks: None) -> None:

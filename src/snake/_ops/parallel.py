@@ -646,8 +646,10 @@ class _MapRun:
                 f"its worker {self.backend.kind} was killed"
             )
         else:
+            how = getattr(lost.cause, "how", "")
             err = WorkerCrashedError(
                 f"a worker process of stage {self.label} died while running item index {index}{tries}"
+                + (f" ({how})" if how else "")
             )
             err.__cause__ = lost.cause
         add_note(err, self.label, index)

@@ -69,6 +69,9 @@ def serve(sock: socket.socket, stack_fd: int, parent: int, idle_timeout: float) 
     wire.set_process_name("snake-worker")
     try:
         faulthandler.register(wire.STACK_SIGNAL, file=stack_fd, all_threads=True, chain=False)
+        # A fatal signal (SIGSEGV, SIGABRT, ...) leaves its Python traceback there too,
+        # for the main process to quote in WorkerCrashedError.
+        faulthandler.enable(file=stack_fd, all_threads=True)
     except (ValueError, OSError, RuntimeError):
         pass
     sock.setblocking(True)

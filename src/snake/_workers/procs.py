@@ -50,6 +50,10 @@ _HAS_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 class WorkerDied(Exception):
     """The worker process ended while it ran a call (or before it could take one)."""
 
+    #: How it ended, in a few words, when known: ``"Fatal Python error: Segmentation
+    #: fault"``, or that it left no Python error (``os._exit``, a kill signal).
+    how = ""
+
 
 class WorkerRetired(Exception):
     """The worker retired (idle timeout) just as a call was sent: the call did not run."""
@@ -286,13 +290,12 @@ class ProcWorker:
             await _send(self.sock, wire.frame(job))
             reply = await _recv(self.sock)
         except BaseException as exc:
-            self.discard()
             if isinstance(exc, OSError):
-                raise WorkerDied(f"worker process {self.pid}: {exc}") from exc
+                raise self._died(f": {exc}") from exc
+            self.discard()
             raise
         if reply is None:
-            self.discard()
-            raise WorkerDied(f"worker process {self.pid} died")
+            raise self._died(" died")
         if reply == wire.RETIRE:
             self.discard()
             raise WorkerRetired
@@ -300,6 +303,23 @@ class ProcWorker:
         if not ok:
             raise value
         return value
+
+    def _died(self, what: str) -> WorkerDied:
+        """The worker is gone: a WorkerDied quoting what it wrote to its stack file as it
+        died (faulthandler's report of a fatal signal), then let it go."""
+        text = ""
+        if self.stack_fd >= 0:
+            self._wait_gone(0.5)  # faulthandler has written by the time the process is gone
+            size = os.fstat(self.stack_fd).st_size
+            text = os.pread(self.stack_fd, size, 0).decode("utf-8", "replace").strip("\0").strip()
+        self.discard()
+        if text:
+            err = WorkerDied(f"worker process {self.pid}{what}:\n{text}")
+            err.how = text.splitlines()[0]
+        else:
+            err = WorkerDied(f"worker process {self.pid}{what}")
+            err.how = "it left no Python error: os._exit, a kill signal, or the out-of-memory killer"
+        return err
 
     def stack(self, timeout: float = 1.0) -> str:
         """Every thread's Python stack in the worker, as faulthandler writes it (blocking)."""
@@ -323,6 +343,8 @@ class ProcWorker:
                 break
             size = now
         text = os.pread(self.stack_fd, max(size, 0) or 65536, 0).decode("utf-8", "replace")
+        os.ftruncate(self.stack_fd, 0)  # empty again: only a fatal error writes there now
+        os.lseek(self.stack_fd, 0, os.SEEK_SET)
         return text.strip("\0").rstrip() or "(no stack: the worker did not answer)"
 
 
