@@ -45,7 +45,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "test_user_pipeline.py": ("8 passed",),
     "failures.py": (
         ("WorkerCrashedError: a worker process of stage #1 par_map(decode, workers=2) "
-        "died while running item index 3\n"),
+        "died while running item index 3 (it left no Python error: os._exit, a kill signal, "
+        "or the out-of-memory killer)\n"),
         "196 of 200 records decoded; missing [3, 120, 150, 180]",
         # record 3 crashed its worker on both attempts (retries=1), then was skipped with the 3 corrupt ones
         "on_error('skip', max_errors=5): in=200 out=196 skipped=4 ",
