@@ -189,16 +189,26 @@ class _Core:
                 counters.in_flight -= len(items)
             self._complete(unit, results)
 
-    async def run(self, extra_tasks: tuple[Callable[[], Awaitable[Any]], ...] = ()) -> None:
+    async def run(
+        self,
+        extra_tasks: tuple[Callable[[], Awaitable[Any]], ...] = (),
+        watch: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        """Run the stage: the runners and ``extra_tasks`` until the input ends, with
+        ``watch`` (a loop) beside them, stopped before the end of the output is sent."""
         try:
             async with trio.open_nursery() as nursery:
                 spawn(nursery, self.outbox.run, nursery.cancel_scope)
                 with self.stop:
-                    async with trio.open_nursery() as runners:
-                        for task in extra_tasks:
-                            spawn(runners, task)
-                        for _ in range(self.slots):
-                            spawn(runners, self.runner)
+                    async with trio.open_nursery() as side:
+                        if watch is not None:
+                            spawn(side, watch)
+                        async with trio.open_nursery() as runners:
+                            for task in extra_tasks:
+                                spawn(runners, task)
+                            for _ in range(self.slots):
+                                spawn(runners, self.runner)
+                        side.cancel_scope.cancel()
                 self.outbox.put(self.fused.flush())
                 self.outbox.close()
         finally:
@@ -282,13 +292,7 @@ class ParThen(TaskSpec):
             unit_size=lambda: 1,
             counters=counters,
         )
-        if watch is None:
-            await core.run()
-            return
-        async with trio.open_nursery() as nursery:
-            spawn(nursery, watch.run)
-            await core.run()
-            nursery.cancel_scope.cancel()
+        await core.run(watch=watch.run if watch is not None else None)
 
 
 class _Pacer:
@@ -591,11 +595,7 @@ class _MapRun:
             unit_size=self.pacer.size,
             counters=self.counters,
         )
-        async with trio.open_nursery() as nursery:
-            if self.watch.needed:
-                spawn(nursery, self.watch.run)
-            await core.run(self._warm_ups())
-            nursery.cancel_scope.cancel()
+        await core.run(self._warm_ups(), watch=self.watch.run if self.watch.needed else None)
 
     def _warm_ups(self) -> tuple[Callable[[], Awaitable[Any]], ...]:
         pool = self.spec.pool
