@@ -33,7 +33,7 @@ def running(pid):
     return True
 
 
-async def main(stream, pid_file):
+async def main(stream):
     # 1. break after k items, while another item is stuck in a worker.
     taken = []
     async with stream.open() as items:
@@ -52,8 +52,6 @@ async def main(stream, pid_file):
             async for x in items:
                 count += 1
     print(f"deadline: cancelled={scope.cancelled_caught}, {count} items, {time.monotonic() - t0:.1f} s")
-    with open(pid_file) as f:
-        print(f"the worker stuck on item 7 still runs: {running(int(f.read()))}")
 
 
 def sync_break(stream):
@@ -71,5 +69,7 @@ if __name__ == "__main__":   # worker processes may re-import this file
         stream = snake.from_iterable(range(1_000_000)).par_map(
             functools.partial(slow_square, pid_file), workers=2
         )
-        trio.run(main, stream, pid_file)
+        trio.run(main, stream)
+        with open(pid_file) as f:
+            print(f"the worker stuck on item 7 still runs: {running(int(f.read()))}")
         sync_break(stream)
