@@ -325,7 +325,7 @@ class Stream(Generic[T]):
         if backend not in _BACKENDS:
             raise ValueError(f"par_map: backend={backend!r} must be one of {_BACKENDS}")
         check_bool("par_map", "ordered", ordered)
-        check_worker_type("par_map", worker_type)
+        check_worker_type("par_map", worker_type, processes=backend == "process")
         retries = check_int("par_map", "retries", retries, minimum=0)
         timeout = _check_timeout("par_map", timeout)
         stall_timeout = _check_timeout("par_map", stall_timeout, name="stall_timeout")

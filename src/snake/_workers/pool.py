@@ -38,10 +38,12 @@ def resolve_worker_type(worker_type: str) -> str:
     return "forkserver" if worker_type == "auto" else worker_type
 
 
-def check_worker_type(method: str, worker_type: object) -> None:
+def check_worker_type(method: str, worker_type: object, *, processes: bool = True) -> None:
+    """Refuse an unknown ``worker_type``; and, where worker processes will run
+    (``processes``), a platform without ``os.fork``."""
     if worker_type not in _WORKER_TYPES:
         raise ValueError(f"{method}: worker_type={worker_type!r} must be one of {_WORKER_TYPES}")
-    if not hasattr(os, "fork"):
+    if processes and not hasattr(os, "fork"):
         raise ValueError(f"{method}: worker processes need os.fork, which {sys.platform} does not have")
 
 
