@@ -47,3 +47,56 @@ def check(label: str, value: float, floor: str, ok: bool) -> str:
     line = f"{label}: {value:.3g} (floor {floor}) {'OK' if ok else 'BELOW FLOOR'}"
     print(line)
     return line
+
+
+def _tree_cpu() -> float:
+    """CPU seconds of this process and of every live process descended from it (snake's
+    launcher and its workers are grandchildren, which ``RUSAGE_CHILDREN`` never sees),
+    plus the reaped children ``RUSAGE_CHILDREN`` counts."""
+    import resource
+
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        parent[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    mine, total = {os.getpid()}, 0.0
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parent.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                changed = True
+    total = sum(cpu.get(pid, 0.0) for pid in mine)
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return total + ru.ru_utime + ru.ru_stime
+
+
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(CPU seconds used by the whole machine, by this process and its descendants, wall
+    time), or None where /proc/stat is missing."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except OSError:
+        return None
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return busy, _tree_cpu(), time.perf_counter()
+
+
+def other_cpu(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
+    """Cores used on average, between two snapshots, by processes other than this one and
+    its descendants (another job on the machine)."""
+    if a is None or b is None:
+        return None
+    return max(0.0, (b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2])

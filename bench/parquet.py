@@ -41,7 +41,7 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import check, parser, write
+from _common import check, cpu_snapshot, other_cpu, parser, write
 
 import snake
 
@@ -165,31 +165,6 @@ def run_loop(paths: list[str]) -> tuple[int, float, float]:
             n += 1
             check_sum += label + float(stats[0])
     return n, time.perf_counter() - t0, check_sum
-
-
-def cpu_snapshot() -> tuple[float, float, float] | None:
-    """(CPU seconds used by the whole machine, by this process and its reaped children,
-    wall time), or None where /proc/stat is missing."""
-    import resource
-
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-    except OSError:
-        return None
-    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    own = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        ru = resource.getrusage(who)
-        own += ru.ru_utime + ru.ru_stime
-    return busy, own, time.perf_counter()
-
-
-def other_cpu(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
-    """Cores used on average by other processes between two snapshots."""
-    if a is None or b is None:
-        return None
-    return max(0.0, (b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2])
 
 
 def main() -> int:
