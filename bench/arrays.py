@@ -21,7 +21,8 @@ import trio
 from _common import best_of, check, parser, write
 
 import snake
-from snake import _ext, _shm
+from snake import _ext
+from snake._workers import shm as _shm
 
 SHAPE = (3, 512, 512)
 BATCH = 32

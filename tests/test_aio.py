@@ -25,6 +25,8 @@ from conftest import Resources, child_processes
 
 import snake
 import snake.aio
+from snake._embed import aio as _aio
+from snake._engine import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -372,7 +374,7 @@ def test_a_cancellation_in_the_turn_that_the_wait_ends_is_not_lost() -> None:
     async def main() -> tuple[bool, int]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        task = asyncio.create_task(snake.aio._wait_uncancelled(fut))
+        task = asyncio.create_task(tasks.wait_uncancelled(fut))
         await asyncio.sleep(0)  # the task waits
 
         def both() -> None:
@@ -395,7 +397,7 @@ def test_a_cancellation_as_the_runtime_stops_after_the_end_is_not_lost() -> None
     async def consume(tasks: list[asyncio.Task[list[int]]]) -> list[int]:
         async with snake.aio.open(snake.from_iterable(range(10))) as items:
             got = [x async for x in items]
-            runtime = snake.aio._registry[asyncio.get_running_loop()]
+            runtime = _aio._registry[asyncio.get_running_loop()]
             runtime.stopped.add_done_callback(lambda _: tasks[0].cancel())
         return got
 
@@ -444,7 +446,7 @@ def test_stopping_a_runtime_before_its_first_tick() -> None:
     # wait forever: the main task sees that the runtime is stopping.
     async def main() -> bool:
         loop = asyncio.get_running_loop()
-        runtime = snake.aio._Runtime(loop)
+        runtime = _aio._Runtime(loop)
         runtime.start()
         assert runtime.nursery is None, "the runtime's main task has not run yet"
         rescued = []
@@ -639,6 +641,7 @@ def test_a_loop_closed_with_a_pipeline_open_is_finished_by_the_next_open(trio_si
     code = f"""
 import asyncio, itertools, psutil, trio, snake, snake.aio
 from snake._workers.procs import kept_pids
+import snake._embed.aio
 
 def busy_workers():  # worker processes running a call (idle cached ones and the launcher are kept)
     return len([p for p in psutil.Process().children(recursive=True) if p.pid not in kept_pids()])
@@ -667,7 +670,7 @@ print("read", loop.run_until_complete(main()))
 loop.close()  # the reader's block is still open
 print("again", asyncio.run(again()))
 print("workers", busy_workers())
-print("closed loops kept", sum(loop.is_closed() for loop in snake.aio._registry))
+print("closed loops kept", sum(loop.is_closed() for loop in snake._embed.aio._registry))
 print("trio.run", trio.run(trio.sleep, 0))
 """
     proc = run_script(code)

@@ -11,8 +11,8 @@ import trio
 import trio.testing
 
 import snake
-from snake._chan import CHANNEL_CHUNKS
-from snake._util import CHUNK_CAP
+from snake._engine.chan import CHANNEL_CHUNKS
+from snake._engine.util import CHUNK_CAP
 
 
 def pipeline_bound(n_task_stages: int, windows: int) -> int:

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import snake
-from snake import _collate
-from snake._collate import Collator, PadCollator, Pool
+from snake._buffers import collate as _collate
+from snake._buffers.collate import Collator, PadCollator, Pool
 
 Array = np.ndarray[Any, Any]
 

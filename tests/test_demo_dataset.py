@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from snake import WorkerPool
-from snake._demo_dataset import FEATURES, decode_group, run_dataset_demo, write_dataset
+from snake._cli.dataset import FEATURES, decode_group, run_dataset_demo, write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ import trio
 from conftest import Resources
 
 import snake
-from snake import _shm
+from snake._workers import shm as _shm
 
 
 def shm_entries() -> set[str]:
@@ -419,7 +419,7 @@ def test_a_worker_keeps_the_mappings_of_alternating_stage_runs() -> None:
     """Stages sharing a pool alternate on a worker: each keeps its mappings (no re-map
     at every switch); ended runs (files removed) and the oldest beyond 4 are unmapped.
     Runs the worker-side functions in this process, on real /dev/shm files."""
-    from snake import _shm
+    from snake._workers import shm as _shm
 
     prefixes = [_shm.new_prefix() for _ in range(6)]
     try:

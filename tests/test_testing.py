@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import snake
 import snake.aio
 import snake.testing
-from snake import _shm
+from snake._workers import shm as _shm
 from snake.testing import Pipeline, _leaks, assert_no_leaks, check_stage, check_stage_async, pipelines
 from snake.testing._model import Tail, multiset_diff, same_list
 from snake.testing._pipelines import _build, _Op

@@ -37,8 +37,8 @@ import trio
 from conftest import Resources
 
 import snake
-from snake._chan import CHANNEL_CHUNKS
-from snake._util import CHUNK_CAP
+from snake._engine.chan import CHANNEL_CHUNKS
+from snake._engine.util import CHUNK_CAP
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "web_service.py"

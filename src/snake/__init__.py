@@ -1,15 +1,17 @@
 """snake: structured-concurrency data loading for deep learning, on trio."""
 
 from . import kernels as kernels
-from ._epoch import current_epoch as current_epoch
-from ._epoch import rng as rng
-from ._errors import RemoteError as RemoteError
-from ._errors import WorkerCrashedError as WorkerCrashedError
+from ._embed.sync import SyncItems as SyncItems
+from ._engine.epoch import current_epoch as current_epoch
+from ._engine.epoch import rng as rng
+from ._engine.errors import RemoteError as RemoteError
+from ._engine.errors import WorkerCrashedError as WorkerCrashedError
+from ._engine.run import Items as Items
+from ._engine.stats import PipelineStatistics as PipelineStatistics
+from ._engine.stats import StageStatistics as StageStatistics
+from ._engine.util import publish as _publish
 from ._ops.files import ParquetRowGroup as ParquetRowGroup
 from ._ops.files import read_bytes as read_bytes
-from ._run import Items as Items
-from ._stats import PipelineStatistics as PipelineStatistics
-from ._stats import StageStatistics as StageStatistics
 from ._stream import Stream as Stream
 from ._stream import chain as chain
 from ._stream import from_async_iterable as from_async_iterable
@@ -18,7 +20,6 @@ from ._stream import from_iterable as from_iterable
 from ._stream import from_parquet as from_parquet
 from ._stream import mix as mix
 from ._stream import zip as zip
-from ._sync import SyncItems as SyncItems
 from ._workers.pool import WorkerPool as WorkerPool
 from ._workers.pool import WorkerPoolStatistics as WorkerPoolStatistics
 
@@ -47,3 +48,5 @@ __all__ = [
     "rng",
     "zip",
 ]
+
+_publish(__name__, globals())

@@ -13,10 +13,13 @@ from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 
 import attrs
 
-from ._collate import check_buckets, check_collate, check_pad_value
-from ._epoch import check_seed
-from ._errors import ErrorMode, ErrorPolicy
-from ._ops.base import SourceSpec, Spec
+from ._buffers.collate import check_buckets, check_collate, check_pad_value
+from ._embed.sync import SyncItems, open_sync
+from ._engine.epoch import check_seed
+from ._engine.errors import ErrorMode, ErrorPolicy
+from ._engine.run import Items, open_pipeline
+from ._engine.spec import SourceSpec, Spec
+from ._engine.util import check_bool, check_callable, check_importable, check_int, check_picklable
 from ._ops.buffer import Prefetch
 from ._ops.combine import Chain, Mix, Repeat, Zip
 from ._ops.files import FromFiles, FromParquet, ParquetFilter, SourceShard, check_filters, resolve_paths
@@ -37,9 +40,6 @@ from ._ops.observe import Monitor, Progress
 from ._ops.order import Shard, Shuffle, resolve_shard
 from ._ops.parallel import Backend, ParMap, ParThen
 from ._ops.source import FromAsyncIterable, FromIterable
-from ._run import Items, open_pipeline
-from ._sync import SyncItems, open_sync
-from ._util import check_bool, check_callable, check_importable, check_int, check_picklable
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._workers.procs import preload as preload_in_workers
 

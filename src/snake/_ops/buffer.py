@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from .._chan import Chunk, Inbox, Outbox
-from .._util import spawn
-from .base import Fused, TaskSpec
+from .._engine.chan import Chunk, Inbox, Outbox
+from .._engine.spec import Fused, TaskSpec
+from .._engine.util import spawn
 
 if TYPE_CHECKING:
-    from .._run import Context
+    from .._engine.run import Context
 
 
 @attrs.frozen

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._chan import END
-from .._epoch import EPOCH, epoch_generator
-from .base import Chunk, Fused, SourceSpec, Spec, timed_send
+from .._engine.chan import END
+from .._engine.epoch import EPOCH, epoch_generator
+from .._engine.spec import Chunk, Fused, SourceSpec, Spec, timed_send
 from .length import known_length
 
 if TYPE_CHECKING:
-    from .._run import Context, Items
+    from .._engine.run import Context, Items
 
 Specs = tuple[Spec, ...]
 
@@ -36,7 +36,7 @@ def _chain_repr(specs: Specs) -> str:
 
 @asynccontextmanager
 async def _open_child(specs: Specs, note: str) -> AsyncIterator[Items[Any]]:
-    from .._run import open_pipeline
+    from .._engine.run import open_pipeline
 
     try:
         async with open_pipeline(list(specs)) as items:

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, final
 import attrs
 import trio
 
-from .._chan import END
-from .._epoch import EPOCH, epoch_generator
-from .._util import CHUNK_CAP, add_note, spawn
-from .base import Chunk, Fused, SourceSpec, timed_send
+from .._engine.chan import END
+from .._engine.epoch import EPOCH, epoch_generator
+from .._engine.spec import Chunk, Fused, SourceSpec, timed_send
+from .._engine.util import CHUNK_CAP, add_note, spawn
 
 if TYPE_CHECKING:
-    from .._run import Context
+    from .._engine.run import Context
 
 
 def resolve_paths(method: str, paths: object) -> tuple[str, ...]:

@@ -15,10 +15,10 @@ from typing import Any, Literal, Union
 
 import attrs
 
-from .._collate import Collator, PadCollator, format_path
-from .._errors import ErrorBudget, ErrorPolicy
-from .._util import add_note, describe_callable
-from .base import Chunk, InlineSpec, Op
+from .._buffers.collate import Collator, PadCollator, format_path
+from .._engine.errors import ErrorBudget, ErrorPolicy
+from .._engine.spec import Chunk, InlineSpec, Op
+from .._engine.util import add_note, describe_callable
 
 _RAISE = ErrorPolicy()
 

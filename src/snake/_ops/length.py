@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .base import SourceSpec, Spec
+from .._engine.spec import SourceSpec, Spec
 from .buffer import Prefetch
 from .inline import Enumerate, Map, Skip, Take
 from .observe import Monitor, Progress

@@ -18,8 +18,8 @@ from typing import Any
 
 import attrs
 
-from .._util import add_note, describe_callable
-from .base import Chunk, InlineSpec, Op
+from .._engine.spec import Chunk, InlineSpec, Op
+from .._engine.util import add_note, describe_callable
 
 Metrics = dict[str, float]
 

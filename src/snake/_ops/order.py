@@ -10,8 +10,8 @@ import os
 import attrs
 import numpy as np
 
-from .._epoch import EPOCH, epoch_generator
-from .base import Chunk, InlineSpec, Op
+from .._engine.epoch import EPOCH, epoch_generator
+from .._engine.spec import Chunk, InlineSpec, Op
 
 
 class _ShuffleOp(Op):

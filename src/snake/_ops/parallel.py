@@ -15,24 +15,24 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
 
-from .._chan import Chunk, Inbox, Outbox
-from .._errors import ErrorBudget, ErrorPolicy, WorkerCrashedError
-from .._stats import StageCounters
-from .._util import CHUNK_CAP, add_note, describe_callable, spawn
+from .._engine import tasks
+from .._engine.chan import Chunk, Inbox, Outbox
+from .._engine.errors import ErrorBudget, ErrorPolicy, WorkerCrashedError
+from .._engine.spec import Fused, TaskSpec
+from .._engine.stats import StageCounters
+from .._engine.util import CHUNK_CAP, add_note, describe_callable, spawn
 from .._workers.backend import Backend as WorkerBackend
 from .._workers.backend import Failure, Lost, Running
 from .._workers.pool import WorkerPool, WorkerType, resolve_worker_type
-from .base import Fused, TaskSpec
 
 if TYPE_CHECKING:
-    from .._run import Context
+    from .._engine.run import Context
 
 Backend = Literal["process", "thread"]
 
@@ -462,7 +462,7 @@ class _TaskWatch:
                 self.counters.stalls += 1
                 busy = sorted((since, index) for index, since in seen.items() if index in running)
                 stacks = [
-                    f"item index {index} (running {now - since:.1f} s), {_task_stack(running[index])}"
+                    f"item index {index} (running {now - since:.1f} s), {tasks.stack(running[index])}"
                     for since, index in busy
                 ]
                 _warn_stall(self.label, oldest, age, self.stall_timeout, "trio tasks", stacks)
@@ -474,24 +474,6 @@ class _TaskWatch:
         except RuntimeError:  # statistics() from outside the run (open_sync's consumer)
             now = time.monotonic() + self.clock_offset
         return max((now - since for since in list(self.seen.values())), default=0.0)
-
-
-_TRIO_DIR = trio.__file__.rpartition("/")[0] + "/"
-
-
-def _task_stack(task: trio.lowlevel.Task) -> str:
-    """Where a trio task is suspended: its chain of awaits, as a traceback shows it."""
-    frames = []
-    coro: Any = task.coro
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
-        if frame is None:
-            break
-        if not frame.f_code.co_filename.startswith(_TRIO_DIR):  # trio's own frames say nothing
-            frames.append((frame, frame.f_lineno))
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
-    text = "".join(traceback.StackSummary.extract(frames).format()).rstrip()
-    return f"trio task {task.name}:\n{text}"
 
 
 @attrs.frozen

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._chan import END, Outbox
-from .._util import CHUNK_CAP, add_note, describe_callable, describe_iterable, spawn
-from .base import Fused, SourceSpec
+from .._engine.chan import END, Outbox
+from .._engine.spec import Fused, SourceSpec
+from .._engine.util import CHUNK_CAP, add_note, describe_callable, describe_iterable, spawn
 
 if TYPE_CHECKING:
-    from .._run import Context
+    from .._engine.run import Context
 
 #: A sync source grows its chunks while producing one takes less than this...
 _FAST_CHUNK_S = 0.0005

@@ -13,8 +13,9 @@ import sys
 import types
 
 LIGHT = {
-    "snake._errors",
-    "snake._shm",
+    "snake._engine",
+    "snake._engine.errors",
+    "snake._workers.shm",
     "snake._workers",
     "snake._workers.child",
     "snake._workers.launcher",

@@ -40,7 +40,7 @@ def portable(exc: BaseException) -> BaseException:
     try:
         pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        from .._errors import RemoteError
+        from .._engine.errors import RemoteError
 
         return RemoteError(f"{type(exc).__qualname__}: {exc}\n{tb}")
     return exc

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Literal, final
 import attrs
 import trio
 
-from .._util import check_int
+from .._engine import tasks
+from .._engine.util import check_int
 from . import procs
 
 if TYPE_CHECKING:
@@ -147,11 +148,10 @@ class WorkerPool:
         if sniffio.current_async_library() == "asyncio":
             import asyncio
 
-            from ..aio import _wait_uncancelled
 
             closing = asyncio.ensure_future(asyncio.to_thread(self.close))
             try:
-                await _wait_uncancelled(closing)
+                await tasks.wait_uncancelled(closing)
             finally:
                 if closing.done():
                     closing.result()

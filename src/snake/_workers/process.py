@@ -2,7 +2,7 @@
 
 Per stage run it owns: a shared-memory name prefix, the progress slots (each call's
 worker writes the index of the item it starts, so that a crash or a timeout names
-the culprit), the segments that bring large arrays back (``_shm``), and, when a
+the culprit), the segments that bring large arrays back (``shm.py``), and, when a
 ``batch()`` follows, the batch slabs the workers write into (``_direct``). All of
 it is released in :meth:`ProcessBackend.aclose`, however the run ends, without
 waiting for the garbage collector; the workers that served the run unmap its
@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .. import _shm
-from .._direct import SlotBatcher
-from .._util import spawn
-from . import procs
+from .._engine.util import spawn
+from . import procs, shm
 from .backend import Backend, Chunk, Failure, Lost, Running
 from .remote import apply_in_worker
+from .slabs import SlotBatcher
 
 if TYPE_CHECKING:
-    from .._ops.base import Fused
+    from .._engine.spec import Fused
 
 
 class WorkerSource(Protocol):
@@ -90,15 +89,15 @@ class ProcessBackend(Backend):
         self.shared = shared
         self.closed = closed
         self.limiter = trio.CapacityLimiter(workers)
-        self.prefix = _shm.new_prefix() if _shm.available() else None
-        self.slots: _shm.Progress | None = None
-        self.segments: _shm.Segments | None = None
+        self.prefix = shm.new_prefix() if shm.available() else None
+        self.slots: shm.Progress | None = None
+        self.segments: shm.Segments | None = None
         self.batcher: SlotBatcher | None = None
         self.ordered = ordered
         if self.prefix is not None:
-            _shm.cleanup_stale()
-            self.slots = _shm.Progress(self.prefix, workers)
-            self.segments = _shm.Segments(self.prefix)
+            shm.cleanup_stale()
+            self.slots = shm.Progress(self.prefix, workers)
+            self.segments = shm.Segments(self.prefix)
 
     def fuse(self, fused: Fused) -> Fused:
         if self.prefix is not None and self.ordered and not self.skip and SlotBatcher.fits(fused):
@@ -200,7 +199,7 @@ class ProcessBackend(Backend):
         if prefix is None:
             return
         self.prefix = None
-        _shm.cleanup(prefix)
+        shm.cleanup(prefix)
         if self.segments is not None:
             self.segments.close()
         if self.slots is not None:
@@ -218,7 +217,7 @@ class ProcessBackend(Backend):
     async def _end_run(self, worker: procs.ProcWorker, prefix: str) -> None:
         try:
             with trio.move_on_after(5):
-                await worker.call(_shm.worker_end_run, prefix)
+                await worker.call(shm.worker_end_run, prefix)
                 worker.runs.discard(prefix)
         except (procs.WorkerDied, procs.WorkerRetired):
             pass

@@ -8,8 +8,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .. import _shm
-from .._errors import add_note
+from .._engine.errors import add_note
+from . import shm
 from .child import portable
 
 Chunk = list[Any]
@@ -60,17 +60,17 @@ def apply_in_worker(
     shm_prefix: str | None,
     progress: tuple[str, int] | None,
     lent: list[tuple[str, int]],
-    dests: _shm.Dests | None,
+    dests: shm.Dests | None,
 ) -> tuple[bool, Any, list[Failure]]:
     """What a worker process runs: ``(True, results, failures)`` or ``(False, error, [])``.
 
-    Large numpy arrays in the results travel through shared memory (see ``_shm``).
+    Large numpy arrays in the results travel through shared memory (see ``shm.py``).
     With ``progress`` (a slot file and a slot), the index of each item is written
     there before the item starts, for the main process to read.
     """
     mark = None
     if progress is not None:
-        slots = _shm.progress_view(progress[0])
+        slots = shm.progress_view(progress[0])
         slot = progress[1]
 
         def mark(index: int) -> None:
@@ -82,8 +82,8 @@ def apply_in_worker(
         return False, portable(exc), []
     failures = [(i, portable(e)) for i, e in failures]
     if shm_prefix is not None:
-        _shm.worker_run(shm_prefix)
+        shm.worker_run(shm_prefix)
         if dests is not None:
-            results = _shm.write_slots(results, dests)
-        results = _shm.export(results, shm_prefix, lent)
+            results = shm.write_slots(results, dests)
+        results = shm.export(results, shm_prefix, lent)
     return True, results, failures

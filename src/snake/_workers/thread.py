@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from .._util import add_note
+from .._engine.util import add_note
 from .backend import Backend, Chunk, Failure, Running, apply
 
 

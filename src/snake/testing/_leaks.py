@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 import trio
 
-from .. import _shm
+from .._engine import tasks
 from .._workers import pool as _pool
 from .._workers import procs as _procs
+from .._workers import shm
 
 if TYPE_CHECKING:
     from typing import Self
@@ -167,7 +168,7 @@ def _segments() -> set[str]:
     """snake's files of this process in /dev/shm (other processes' runs share the directory)."""
     prefix = f"snake-{os.getpid()}-"
     try:
-        return {name for name in os.listdir(_shm.SHM_DIR) if name.startswith(prefix)}
+        return {name for name in os.listdir(shm.SHM_DIR) if name.startswith(prefix)}
     except OSError:
         return set()
 
@@ -248,7 +249,7 @@ class _Mapping:
 
 def _mappings() -> set[_Mapping]:
     """This process's mappings of its own shared-memory files, ``/dev/shm/snake-<pid>-*``."""
-    prefix = os.path.join(_shm.SHM_DIR, f"snake-{os.getpid()}-")
+    prefix = os.path.join(shm.SHM_DIR, f"snake-{os.getpid()}-")
     try:
         with open(_MAPS, encoding="utf-8", errors="replace") as f:
             lines = [line for line in f if prefix in line]
@@ -346,14 +347,7 @@ def _current_run() -> trio.lowlevel.Task | None:
 
 
 def _tasks(root: trio.lowlevel.Task) -> set[trio.lowlevel.Task]:
-    seen: set[trio.lowlevel.Task] = set()
-    stack = [root]
-    while stack:
-        task = stack.pop()
-        seen.add(task)
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return seen
+    return set(tasks.walk([root]))
 
 
 # -- the check --------------------------------------------------------------------------
@@ -420,7 +414,7 @@ class _Snapshot:
             if pool._open and pool not in self.pools:
                 out.append(f"{pool!r}: entered in the block and still open")
         for name in sorted(_segments() - self.segments):
-            out.append(f"shared-memory file {os.path.join(_shm.SHM_DIR, name)}")
+            out.append(f"shared-memory file {os.path.join(shm.SHM_DIR, name)}")
         mapped, in_use = self._new_mappings()  # first: it may run the garbage collector
         fds = sorted(_fds() - self.fds, key=lambda fd: fd.number)
         for m in mapped:

@@ -10,8 +10,8 @@ import attrs
 import trio
 from hypothesis import strategies as st
 
+from .._engine.util import describe_callable, is_async_callable
 from .._stream import Stream, from_iterable
-from .._util import describe_callable, is_async_callable
 from .._workers.pool import WorkerPool
 from ._model import (
     LAW_ERRORS,

@@ -24,10 +24,10 @@ import attrs
 import numpy as np
 import trio
 
-from ._epoch import current_epoch, rng
-from ._ops.files import ParquetRowGroup
-from ._stream import Stream, from_parquet
-from ._workers.pool import WorkerPool
+from .._engine.epoch import current_epoch, rng
+from .._ops.files import ParquetRowGroup
+from .._stream import Stream, from_parquet
+from .._workers.pool import WorkerPool
 
 #: Side of the stored square grayscale images, in pixels.
 IMAGE = 64

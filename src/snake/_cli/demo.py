@@ -8,7 +8,7 @@ from typing import Literal
 import attrs
 import trio
 
-from ._stream import Stream, from_iterable
+from .._stream import Stream, from_iterable
 
 
 def fib(n: int) -> int:
@@ -27,7 +27,7 @@ def seed_stream(
 ) -> Stream[int]:
     """The seed pipeline: overlapped reads, then fib in parallel workers."""
     if backend == "thread":
-        from .kernels import fib as rust_fib
+        from ..kernels import fib as rust_fib
 
         return from_iterable(range(n)).par_then(slow_read, limit=16).par_map(rust_fib, workers=workers, backend="thread")
     return from_iterable(range(n)).par_then(slow_read, limit=16).par_map(fib, workers=workers)

@@ -6,13 +6,13 @@ import abc
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._util import CHUNK_CAP
+from .util import CHUNK_CAP
 
 if TYPE_CHECKING:
-    from .._chan import Inbox
-    from .._errors import ErrorBudget
-    from .._run import Context
-    from .._stats import StageCounters
+    from .chan import Inbox
+    from .errors import ErrorBudget
+    from .run import Context
+    from .stats import StageCounters
 
 Chunk = list[Any]
 

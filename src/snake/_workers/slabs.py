@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _shm
-from ._ops.base import Chunk, Op
-from ._shm import IN_SLOT, Dests
-from ._util import add_note
+from .._engine.spec import Chunk, Op
+from .._engine.util import add_note
+from . import shm
+from .shm import IN_SLOT, Dests
 
 
 class _Slab:
@@ -64,8 +64,8 @@ class SlotBatcher(Op):
     @staticmethod
     def fits(fused: Any) -> bool:
         """Whether ``fused`` starts with a ``batch()`` with the default collate."""
-        from ._collate import Collator
-        from ._ops.inline import _BatchOp
+        from .._buffers.collate import Collator
+        from .._ops.inline import _BatchOp
 
         ops = fused.ops
         return bool(ops) and type(ops[0]) is _BatchOp and type(ops[0].collate) is Collator
@@ -103,17 +103,17 @@ class SlotBatcher(Op):
             size = self.size * self.layout[2]
             # Pages of a mapped file that tmpfs cannot back kill the writer with SIGBUS:
             # make sure they fit before a worker writes into them.
-            st = os.statvfs(_shm.SHM_DIR)
+            st = os.statvfs(shm.SHM_DIR)
             if st.f_bavail * st.f_frsize < size:
                 raise OSError(
                     errno.ENOSPC,
-                    f"batch: {_shm.SHM_DIR} has {st.f_bavail * st.f_frsize} bytes free, "
+                    f"batch: {shm.SHM_DIR} has {st.f_bavail * st.f_frsize} bytes free, "
                     f"a batch needs {size}; free some, or pass collate=None or map() between "
                     "par_map and batch() to collate in the main process",
                 )
             name = f"{self.prefix}batch-{self.made}"
             self.made += 1
-            fd = os.open(os.path.join(_shm.SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            fd = os.open(os.path.join(shm.SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
             try:
                 os.ftruncate(fd, size)
                 mm = mmap.mmap(fd, size)
@@ -130,7 +130,7 @@ class SlotBatcher(Op):
             return self._delegate(chunk)
         if self.layout is None:
             first = chunk[0]
-            if type(first) is not np.ndarray or first.dtype.hasobject or first.nbytes < _shm.MIN_SHM_BYTES:
+            if type(first) is not np.ndarray or first.dtype.hasobject or first.nbytes < shm.MIN_SHM_BYTES:
                 self.fallback = True
                 return self._delegate(chunk)
             self.layout = (first.shape, first.dtype, first.nbytes)

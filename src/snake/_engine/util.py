@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import operator
+import os
 import pickle
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
-from ._errors import add_note as add_note
+from .errors import add_note as add_note
 
 #: Largest number of items a single chunk carries between two stages.
 CHUNK_CAP = 1024
@@ -50,7 +51,8 @@ async def _task(coro: Awaitable[object]) -> None:
 
 
 _CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
-_PACKAGE_DIR = __file__.rpartition("/")[0] + "/"
+#: snake's package directory: frames of files under it are snake's own.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def release_frames(exc: BaseException) -> None:
@@ -201,3 +203,14 @@ def check_bool(method: str, name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{method}: {name}={value!r} must be a bool")
     return value
+
+
+def publish(module: str, namespace: dict[str, Any]) -> None:
+    """Give the public names of ``module`` (its ``__all__``) their public home as
+    ``__module__``, as trio does: ``snake.Stream``, not ``snake._stream.Stream``, in
+    reprs, pickles of classes, tracebacks and the generated reference."""
+    for name in namespace["__all__"]:
+        obj = namespace[name]
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and obj.__module__.startswith("snake._"):
+            obj.__module__ = module
+

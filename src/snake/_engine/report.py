@@ -11,7 +11,7 @@ of the time it did not wait for items), and says what to change.
 
 from __future__ import annotations
 
-from ._stats import PipelineStatistics, StageStatistics
+from .stats import PipelineStatistics, StageStatistics
 
 #: A part that works less than this share of the time is not a bottleneck.
 _IDLE = 0.5

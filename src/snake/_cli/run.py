@@ -94,7 +94,7 @@ def _import(target: str) -> ModuleType:
 def load_stream(spec: str) -> Any:
     """The Stream named by ``module:attr`` (or ``path/file.py:attr``); a zero-argument
     callable returning a Stream is called."""
-    from ._stream import Stream
+    from .._stream import Stream
 
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:

@@ -10,10 +10,10 @@ from typing import Any, Generic, TypeVar, final
 
 import trio
 
-from ._chan import Chunk, Inbox, open_chunk_channel
-from ._ops.base import Fused, InlineSpec, SourceSpec, Spec, TaskSpec
-from ._stats import CounterSource, PipelineStatistics, StageCounters, snapshot
-from ._util import CHUNK_CAP, spawn
+from .chan import Chunk, Inbox, open_chunk_channel
+from .spec import Fused, InlineSpec, SourceSpec, Spec, TaskSpec
+from .stats import CounterSource, PipelineStatistics, StageCounters, snapshot
+from .util import CHUNK_CAP, spawn
 
 T = TypeVar("T")
 
@@ -157,7 +157,7 @@ class Items(trio.abc.ReceiveChannel[T], Generic[T]):
     def report(self) -> str:
         """A short text naming the stage that limits throughput and why, with the
         consumer's wait and one line per stage (see docs/performance.md)."""
-        from ._report import report
+        from .report import report
 
         return report(self._ctx.statistics())
 

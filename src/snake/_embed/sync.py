@@ -18,10 +18,10 @@ from typing import Any, Generic, TypeVar, final
 import attrs
 import trio
 
-from ._ops.base import Spec
-from ._run import Items, open_pipeline
-from ._stats import PipelineStatistics
-from ._util import release_frames
+from .._engine.run import Items, open_pipeline
+from .._engine.spec import Spec
+from .._engine.stats import PipelineStatistics
+from .._engine.util import release_frames
 
 T = TypeVar("T")
 
@@ -193,7 +193,7 @@ class SyncItems(Iterator[T], Generic[T]):
     def report(self) -> str:
         """A short text naming the stage that limits throughput and why (see
         ``Items.report()``), with the time this loop waited for items."""
-        from ._report import report
+        from .._engine.report import report
 
         return report(self._bridge.statistics())
 

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _ext
-from ._util import describe_callable, is_async_callable
+from .. import _ext
+from .._engine.util import describe_callable, is_async_callable
 
 Array = npt.NDArray[Any]
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 if TYPE_CHECKING:
-    from ._chan import Outbox
-    from ._errors import ErrorBudget
+    from .chan import Outbox
+    from .errors import ErrorBudget
 
 
 class CounterSource(Protocol):

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from ._util import CHUNK_CAP
+from .util import CHUNK_CAP
 
 Chunk = list[Any]
 
