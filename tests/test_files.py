@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import snake
-from snake._ops.length import known_length
+from snake._plan import plan
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow is in the test extra")
 pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is in the test extra")
@@ -298,7 +298,7 @@ def test_source_shard_every_row_once_per_epoch(
         counts = _span_counts(total, world, equal)
         for rank in range(world):
             sharded = source.shard(rank=rank, world_size=world, equal=equal)
-            assert len(sharded._specs) == 1  # sharded by the source, not by a stage after it
+            assert len(plan(sharded._specs).specs) == 1  # sharded by the source, not by a stage after it
             if read:
                 tagged = sharded.map(_epoch_id)
             else:
@@ -334,7 +334,7 @@ def test_from_files_source_shard_every_file_once(
     counts = _span_counts(n_files, world, equal)
     for rank in range(world):
         sharded = source.shard(rank=rank, world_size=world, equal=equal)
-        assert len(sharded._specs) == 1  # sharded by the source
+        assert len(plan(sharded._specs).specs) == 1  # sharded by the source
         got = sharded.map(_epoch_path).repeat(2).to_list()
         assert len(got) == 2 * counts[rank]
         for epoch, path in got:
@@ -478,7 +478,7 @@ def test_row_groups_read_in_worker_processes(dataset: Path) -> None:
 
 def _length(stream: snake.Stream[Any]) -> int | None:
     """The length ``shard(equal=True)`` and ``progress()`` see."""
-    return known_length(stream._specs)
+    return plan(stream._specs).length()
 
 
 def test_known_lengths(dataset: Path) -> None:

@@ -11,18 +11,16 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterat
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 
-import attrs
-
 from ._buffers.collate import check_buckets, check_collate, check_pad_value
 from ._embed.sync import SyncItems, open_sync
 from ._engine.epoch import check_seed
 from ._engine.errors import ErrorMode, ErrorPolicy
 from ._engine.run import Items, open_pipeline
-from ._engine.spec import SourceSpec, Spec
+from ._engine.spec import SourceSpec, Spec, chain_repr
 from ._engine.util import check_bool, check_callable, check_importable, check_int, check_picklable
 from ._ops.buffer import Prefetch
 from ._ops.combine import Chain, Mix, Repeat, Zip
-from ._ops.files import FromFiles, FromParquet, ParquetFilter, SourceShard, check_filters, resolve_paths
+from ._ops.files import FromFiles, FromParquet, ParquetFilter, check_filters, resolve_paths
 from ._ops.inline import (
     Batch,
     BucketByLength,
@@ -31,15 +29,16 @@ from ._ops.inline import (
     Filter,
     FlatMap,
     Map,
+    OnError,
     PadBatch,
     Skip,
     Take,
 )
-from ._ops.length import known_length
 from ._ops.observe import Monitor, Progress
 from ._ops.order import Shard, Shuffle, resolve_shard
 from ._ops.parallel import Backend, ParMap, ParThen
 from ._ops.source import FromAsyncIterable, FromIterable
+from ._plan import plan
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._workers.procs import preload as preload_in_workers
 
@@ -117,7 +116,7 @@ class Stream(Generic[T]):
         return (Stream, (self._specs,))
 
     def __repr__(self) -> str:
-        return ".".join(spec.describe() for spec in self._specs)
+        return chain_repr(self._specs)
 
     def _then(self, spec: Spec) -> Stream[Any]:
         return Stream(self._specs + (spec,))
@@ -365,13 +364,16 @@ class Stream(Generic[T]):
                 raise ValueError(f"on_error: max_errors={max_errors!r} must be >= 0")
             if isinstance(max_errors, float) and not 0 < max_errors < 1:
                 raise ValueError(f"on_error: max_errors={max_errors!r} as a fraction must be in (0, 1)")
-        last = self._specs[-1]
+        specs = self._specs
+        if isinstance(specs[-1], OnError):
+            specs = specs[:-1]  # a second on_error() replaces the first
+        last = specs[-1]
         if not isinstance(last, _ERROR_STAGES):
             raise ValueError(  # noqa: TRY004
                 f"on_error applies to the stage before it (map, filter, flat_map, then, par_then "
                 f"or par_map); that stage is {last.describe()}"
             )
-        return Stream(self._specs[:-1] + (attrs.evolve(last, errors=ErrorPolicy(mode, max_errors)),))
+        return Stream((*specs, OnError(ErrorPolicy(mode, max_errors))))
 
     # -- order, selection, epochs ----------------------------------------------------
     def shuffle(self, buffer: int, /, *, seed: int | None = None) -> Stream[T]:
@@ -417,21 +419,22 @@ class Stream(Generic[T]):
                     "on every rank, so ranks would share items; pass the same seed= on every rank"
                 )
             if len(self._specs) == 1 and source.shard is None:
+                # The source shards itself (see _plan): it finds the total when it runs.
                 if equal and isinstance(source, FromParquet) and source.filt is not None:
                     raise ValueError(
                         f"shard(equal=True) needs the number of rows of {self!r}, which its filters "
                         "decide only as the rows are read; use equal=False"
                     )
-                return Stream((attrs.evolve(source, shard=SourceShard(r, w, equal)),))
+                return self._then(Shard(r, w, None, equal))
         total = None
         if equal:
-            total = known_length(self._specs)
+            total = plan(self._specs).length()
             if total is None:
                 raise ValueError(
                     f"shard(equal=True) needs the number of items before it, and {self!r} has no "
                     "known length (a sized source, then only one-to-one stages); use equal=False"
                 )
-        return self._then(Shard(r, w, total))
+        return self._then(Shard(r, w, total, equal))
 
     def repeat(self, epochs: int | None = None, /) -> Stream[T]:
         """Run the stream so far ``epochs`` times (forever with ``None``), one epoch after another.
@@ -501,7 +504,7 @@ class Stream(Generic[T]):
         """
         if total is None:
             try:
-                total = known_length(self._specs)
+                total = plan(self._specs).length()
             except Exception:
                 # Sizing read a file that failed (missing, not Parquet): no total here;
                 # running the stream reports the error where it belongs.
@@ -521,11 +524,13 @@ class Stream(Generic[T]):
         them; a stage's exception comes out of the block unchanged, with a note
         naming the stage and the item.
         """
-        return open_pipeline(list(self._specs))
+        p = plan(self._specs)
+        return open_pipeline(list(p.specs), p.notes)
 
     def open_sync(self) -> AbstractContextManager[SyncItems[T]]:
         """Run the pipeline in a helper thread: ``with stream.open_sync() as items:``."""
-        return open_sync(list(self._specs))
+        p = plan(self._specs)
+        return open_sync(list(p.specs), p.notes)
 
     def __iter__(self) -> Iterator[T]:
         """``for x in stream:`` runs the pipeline in a helper thread (see ``open_sync``)."""

@@ -14,6 +14,7 @@ from ._embed.aio import RuntimeStatistics as RuntimeStatistics
 from ._embed.aio import open_specs
 from ._embed.aio import statistics as statistics
 from ._engine.util import publish as _publish
+from ._plan import plan
 from ._stream import Stream
 
 __all__ = ["AsyncioItems", "EndOfStream", "RuntimeStatistics", "open", "statistics"]
@@ -33,6 +34,7 @@ def open(stream: Stream[T], /) -> AbstractAsyncContextManager[AsyncioItems[T]]:
     """
     if not isinstance(stream, Stream):
         raise TypeError(f"snake.aio.open: stream={stream!r} must be a snake.Stream")
-    return open_specs(list(stream._specs))
+    p = plan(stream._specs)
+    return open_specs(list(p.specs), p.notes)
 
 _publish(__name__, globals())

@@ -71,9 +71,10 @@ class RuntimeStatistics:
 class _Pipe:
     """One pipeline's state, shared by its trio task and its asyncio consumer (one thread)."""
 
-    def __init__(self, runtime: _Runtime, specs: list[Any]) -> None:
+    def __init__(self, runtime: _Runtime, specs: list[Any], notes: tuple[str, ...]) -> None:
         self.runtime = runtime
         self.specs = specs
+        self.notes = notes
         self.chunks: deque[list[Any]] = deque()
         self.items: Items[Any] | None = None
         self.scope: trio.CancelScope | None = None
@@ -95,7 +96,7 @@ class _Pipe:
                 self.scope = scope
                 if self.cancel_requested:
                     scope.cancel()
-                async with open_pipeline(self.specs) as items:
+                async with open_pipeline(self.specs, self.notes) as items:
                     self.items = items
                     while True:
                         chunk = await items.receive_chunk()
@@ -490,10 +491,11 @@ class AsyncioItems(AsyncIterator[T], Generic[T]):
 
 @final
 class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
-    __slots__ = ("_entered", "_pipe", "_specs")
+    __slots__ = ("_entered", "_notes", "_pipe", "_specs")
 
-    def __init__(self, specs: list[Any]) -> None:
+    def __init__(self, specs: list[Any], notes: tuple[str, ...]) -> None:
         self._specs = specs
+        self._notes = notes
         self._entered = False
         self._pipe: _Pipe | None = None
 
@@ -509,7 +511,7 @@ class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
                 "under trio use 'async with stream.open() as items:'"
             ) from None
         runtime = await _acquire(loop)
-        pipe = _Pipe(runtime, self._specs)
+        pipe = _Pipe(runtime, self._specs, self._notes)
         try:
             runtime.spawn(pipe)
         except BaseException:
@@ -541,9 +543,9 @@ class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
             raise pipe.error
 
 
-def open_specs(specs: list[Any]) -> AbstractAsyncContextManager[AsyncioItems[Any]]:
-    """The pipeline of ``specs``, to open from asyncio (see ``snake.aio.open``)."""
-    return _Open(specs)
+def open_specs(specs: list[Any], notes: tuple[str, ...] = ()) -> AbstractAsyncContextManager[AsyncioItems[Any]]:
+    """The pipeline of ``specs`` (planned), to open from asyncio (see ``snake.aio.open``)."""
+    return _Open(specs, notes)
 
 
 def statistics() -> RuntimeStatistics:

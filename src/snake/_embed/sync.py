@@ -35,8 +35,9 @@ _JOIN_TIMEOUT_S = 30.0
 
 
 class _Bridge:
-    def __init__(self, specs: list[Spec]) -> None:
+    def __init__(self, specs: list[Spec], notes: tuple[str, ...]) -> None:
         self._specs = specs
+        self._notes = notes
         self._cond = threading.Condition(threading.Lock())
         self._chunks: deque[list[Any]] = deque()
         self._finished = False
@@ -80,7 +81,7 @@ class _Bridge:
         self._room = trio.Event()
         with trio.CancelScope() as scope:
             self._scope = scope
-            async with open_pipeline(self._specs) as items:
+            async with open_pipeline(self._specs, self._notes) as items:
                 self._items = items
                 self._started.set()
                 while True:
@@ -213,9 +214,10 @@ def _flatten(bridge: _Bridge) -> Iterator[Any]:
 
 
 @contextmanager
-def open_sync(specs: list[Spec]) -> Iterator[SyncItems[Any]]:
-    """Run the pipeline in a helper thread; yield an iterator over its items."""
-    bridge = _Bridge(specs)
+def open_sync(specs: list[Spec], notes: tuple[str, ...] = ()) -> Iterator[SyncItems[Any]]:
+    """Run the pipeline of ``specs`` (planned) in a helper thread; yield an iterator
+    over its items."""
+    bridge = _Bridge(specs, notes)
     bridge.start()
     try:
         yield SyncItems(bridge)

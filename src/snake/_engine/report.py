@@ -114,6 +114,7 @@ def report(stats: PipelineStatistics) -> str:
     )
     lines = [summary, f"bottleneck: {bottleneck(stats)[1]}"]
     lines += _stalls(stats)
+    lines += [f"plan: {note}" for note in stats.plan]
     width = max([len(st.name) for st in stats.stages] + [5])
     width = min(width, 60)
     lines.append(

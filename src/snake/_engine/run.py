@@ -23,10 +23,22 @@ _log = logging.getLogger("snake.pipeline")
 class Context:
     """Per-run state shared by the stages of one opened pipeline."""
 
-    __slots__ = ("_counters", "closed", "consumer_wait_s", "hosts", "labels", "opened", "received", "sources")
+    __slots__ = (
+        "_counters",
+        "closed",
+        "consumer_wait_s",
+        "hosts",
+        "labels",
+        "notes",
+        "opened",
+        "received",
+        "sources",
+    )
 
-    def __init__(self, labels: list[str]) -> None:
+    def __init__(self, labels: list[str], notes: tuple[str, ...] = ()) -> None:
         self.labels = labels
+        #: What the plan decided (see ``snake._plan``).
+        self.notes = notes
         self._counters = {label: StageCounters() for label in labels}
         #: Where each stage's statistics are read from: its counters, or its inline op.
         self.sources: list[CounterSource] = [self._counters[label] for label in labels]
@@ -63,6 +75,7 @@ class Context:
             elapsed_s=(self.closed or now) - self.opened,
             consumer_wait_s=self.consumer_wait_s,
             items_received=self.received,
+            plan=self.notes,
         )
 
 
@@ -229,10 +242,11 @@ def pick_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 @asynccontextmanager
-async def open_pipeline(specs: list[Spec]) -> AsyncIterator[Items[Any]]:
-    """Start every stage of ``specs`` in one nursery; yield the consumer's ``Items``."""
+async def open_pipeline(specs: list[Spec], notes: tuple[str, ...] = ()) -> AsyncIterator[Items[Any]]:
+    """Start every stage of ``specs`` (planned) in one nursery; yield the consumer's
+    ``Items``. ``notes``: the plan's, for ``statistics().plan``."""
     labels = stage_labels(specs)
-    ctx = Context(labels)
+    ctx = Context(labels, notes)
     error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:

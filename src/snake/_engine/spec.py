@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .util import CHUNK_CAP
@@ -25,11 +26,20 @@ class Spec(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str: ...
 
+    def out_length(self, n: int) -> int | None:
+        """How many items come out of this stage for ``n`` in, when that is known before
+        it runs (None: it depends on the items, as for ``filter`` or ``batch``)."""
+        return None
+
 
 class SourceSpec(Spec):
     """The first stage of a stream: produces chunks of items."""
 
     __slots__ = ()
+
+    def length(self) -> int | None:
+        """How many items this source produces, when that is known before it runs."""
+        return None
 
     @abc.abstractmethod
     async def run(self, ctx: Context, fused: Fused, send: Any) -> None:
@@ -175,3 +185,28 @@ class Fused:
                 chunk = chunk + op.flush()
             op.emitted += len(chunk)
         return chunk
+
+
+def known_length(specs: Sequence[Spec]) -> int | None:
+    """How many items the stages ``specs`` (as planned: see ``_plan``) produce, if that
+    is known before they run; else None.
+
+    Sized sources (a ``range``, a list, Parquet files, ...) know their count, and
+    one-to-one stages (map, par_map, shuffle, monitor, progress, ...) keep it;
+    ``filter``, ``flat_map``, ``batch`` and ``on_error("skip")`` make it unknown.
+    Sizing Parquet files reads their footers, and may raise what reading them raises.
+    """
+    source = specs[0]
+    assert isinstance(source, SourceSpec)
+    n = source.length()
+    for spec in specs[1:]:
+        if n is None:
+            return None
+        n = spec.out_length(n)
+    return n
+
+
+def chain_repr(specs: Sequence[Spec]) -> str:
+    """The ``repr`` of a stream made of ``specs``: the calls that build it, chained."""
+    return ".".join(text for text in (spec.describe() for spec in specs) if text)
+

@@ -199,6 +199,11 @@ class PipelineStatistics:
     consumer_wait_s: float = 0.0
     #: Items the consumer has received.
     items_received: int = 0
+    #: What snake decided about running this pipeline when it was opened, one sentence
+    #: each: a stage done by another (``shard()`` by the Parquet source), a fast path
+    #: taken or not taken and why (process ``par_map`` workers writing into
+    #: ``batch()``'s buffers).
+    plan: tuple[str, ...] = ()
 
     def stage(self, position: int) -> StageStatistics:
         """The record of the stage at ``position`` (0 is the source)."""

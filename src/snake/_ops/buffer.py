@@ -26,6 +26,9 @@ class Prefetch(TaskSpec):
     def describe(self) -> str:
         return f"prefetch({self.n})"
 
+    def out_length(self, n: int) -> int | None:
+        return n
+
     async def run(
         self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
     ) -> None:

@@ -21,17 +21,12 @@ import trio
 
 from .._engine.chan import END
 from .._engine.epoch import EPOCH, epoch_generator
-from .._engine.spec import Chunk, Fused, SourceSpec, Spec, timed_send
-from .length import known_length
+from .._engine.spec import Chunk, Fused, SourceSpec, Spec, chain_repr, known_length, timed_send
 
 if TYPE_CHECKING:
     from .._engine.run import Context, Items
 
 Specs = tuple[Spec, ...]
-
-
-def _chain_repr(specs: Specs) -> str:
-    return ".".join(spec.describe() for spec in specs)
 
 
 @asynccontextmanager
@@ -118,7 +113,7 @@ class Repeat(SourceSpec):
     epochs: int | None = None
 
     def describe(self) -> str:
-        return f"{_chain_repr(self.inner)}.repeat({'' if self.epochs is None else self.epochs})"
+        return f"{chain_repr(self.inner)}.repeat({'' if self.epochs is None else self.epochs})"
 
     def length(self) -> int | None:
         if self.epochs is None:
@@ -141,7 +136,7 @@ class Repeat(SourceSpec):
                     EPOCH.reset(token)
                 if n == 0 and self.epochs is None:
                     raise ValueError(
-                        f"repeat(): epoch {epoch} of {_chain_repr(self.inner)} produced no items, so "
+                        f"repeat(): epoch {epoch} of {chain_repr(self.inner)} produced no items, so "
                         "an endless repeat would never produce one (a stream built on a generator "
                         "can be opened only once: pass a list, or from_async_iterable(function))"
                     )
@@ -149,7 +144,7 @@ class Repeat(SourceSpec):
 
 
 def _inputs_repr(inputs: tuple[Specs, ...]) -> str:
-    return ", ".join(_chain_repr(specs) for specs in inputs)
+    return ", ".join(chain_repr(specs) for specs in inputs)
 
 
 @attrs.frozen

@@ -17,7 +17,7 @@ import attrs
 
 from .._buffers.collate import Collator, PadCollator, format_path
 from .._engine.errors import ErrorBudget, ErrorPolicy
-from .._engine.spec import Chunk, InlineSpec, Op
+from .._engine.spec import Chunk, InlineSpec, Op, Spec
 from .._engine.util import add_note, describe_callable
 
 _RAISE = ErrorPolicy()
@@ -353,6 +353,9 @@ class Map(InlineSpec):
     def describe(self) -> str:
         return f"map({describe_callable(self.fn)}){self.errors.describe()}"
 
+    def out_length(self, n: int) -> int | None:
+        return n if self.errors.mode == "raise" else None
+
     def make(self, label: str) -> Op:
         return _MapOp(label, self.fn, self.errors)
 
@@ -386,6 +389,9 @@ class Enumerate(InlineSpec):
     def describe(self) -> str:
         return "enumerate()"
 
+    def out_length(self, n: int) -> int | None:
+        return n
+
     def make(self, label: str) -> Op:
         return _EnumerateOp(label)
 
@@ -396,6 +402,9 @@ class Take(InlineSpec):
 
     def describe(self) -> str:
         return f"take({self.n})"
+
+    def out_length(self, n: int) -> int | None:
+        return min(n, self.n)
 
     def make(self, label: str) -> Op:
         return _TakeOp(label, self.n)
@@ -408,8 +417,25 @@ class Skip(InlineSpec):
     def describe(self) -> str:
         return f"skip({self.n})"
 
+    def out_length(self, n: int) -> int | None:
+        return max(0, n - self.n)
+
     def make(self, label: str) -> Op:
         return _SkipOp(label, self.n)
+
+
+@attrs.frozen
+class OnError(Spec):
+    """``.on_error(mode, max_errors=...)`` as written: the plan binds it to the stage
+    before it (``errors=``); it never runs itself."""
+
+    policy: ErrorPolicy
+
+    def describe(self) -> str:
+        return self.policy.describe().removeprefix(".")
+
+    def out_length(self, n: int) -> int | None:
+        return n if self.policy.mode == "raise" else None
 
 
 #: ``batch(collate=...)``: the default collate, none (plain lists), or the user's function.

@@ -117,6 +117,9 @@ class Monitor(InlineSpec):
     def describe(self) -> str:
         return f"monitor({describe_callable(self.callback)}, every={self.every!r})"
 
+    def out_length(self, n: int) -> int | None:
+        return n
+
     def make(self, label: str) -> Op:
         return _MonitorOp(label, self.callback, self.every)
 
@@ -181,6 +184,9 @@ class Progress(InlineSpec):
         if self.desc is not None:
             args.append(f"desc={self.desc!r}")
         return f"progress({', '.join(args)})"
+
+    def out_length(self, n: int) -> int | None:
+        return n
 
     def make(self, label: str) -> Op:
         return _ProgressOp(label, self.total, self.desc)

@@ -64,6 +64,9 @@ class Shuffle(InlineSpec):
         extra = f", seed={self.seed}" if self.seed is not None else ""
         return f"shuffle({self.buffer}{extra})"
 
+    def out_length(self, n: int) -> int | None:
+        return n
+
     def make(self, label: str) -> Op:
         # make() runs when the pipeline opens: inside repeat(), in the epoch's context.
         return _ShuffleOp(label, self.buffer, epoch_generator(self.seed, EPOCH.get()))
@@ -101,12 +104,18 @@ class _ShardOp(Op):
 class Shard(InlineSpec):
     rank: int
     world_size: int
-    #: With ``equal=True``: the number of items before the shard (read at build time).
+    #: With ``equal=True``: the number of items before the shard (known at build time,
+    #: unless the source does the sharding: see ``_plan``).
     total: int | None = None
+    equal: bool = False
 
     def describe(self) -> str:
-        extra = ", equal=True" if self.total is not None else ""
+        extra = ", equal=True" if self.equal else ""
         return f"shard(rank={self.rank}, world_size={self.world_size}{extra})"
+
+    def out_length(self, n: int) -> int | None:
+        stop = n if self.total is None else n // self.world_size * self.world_size
+        return len(range(self.rank, stop, self.world_size))
 
     def make(self, label: str) -> Op:
         stop = None

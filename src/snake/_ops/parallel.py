@@ -246,6 +246,9 @@ class ParThen(TaskSpec):
             args.append(f"stall_timeout={self.stall_timeout!r}")
         return f"{self.name}({', '.join(args)}){self.errors.describe()}"
 
+    def out_length(self, n: int) -> int | None:
+        return n if self.errors.mode == "raise" else None
+
     async def run(
         self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
     ) -> None:
@@ -490,6 +493,9 @@ class ParMap(TaskSpec):
     pool: WorkerPool | None = None
     errors: ErrorPolicy = _RAISE
     stall_timeout: float | None = 60.0
+    #: Set by the plan: the workers write results into the slabs of the ``batch()``
+    #: right after this stage (process backend).
+    slabs: bool = False
 
     def describe(self) -> str:
         args = [describe_callable(self.fn), f"workers={self.workers}"]
@@ -508,6 +514,9 @@ class ParMap(TaskSpec):
         if self.pool is not None:
             args.append("pool=<WorkerPool>")
         return f"par_map({', '.join(args)}){self.errors.describe()}"
+
+    def out_length(self, n: int) -> int | None:
+        return n if self.errors.mode == "raise" else None
 
     async def run(
         self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
@@ -540,7 +549,7 @@ class ParMap(TaskSpec):
             label,
             skip,
             source,
-            ordered=self.ordered,
+            slabs=self.slabs,
             shared=shared,
             closed=(lambda: pool._closed) if pool is not None else (lambda: False),
         )

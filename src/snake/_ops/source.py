@@ -39,6 +39,12 @@ class FromIterable(SourceSpec):
     def describe(self) -> str:
         return f"from_iterable({describe_iterable(self.iterable)})"
 
+    def length(self) -> int | None:
+        try:
+            return len(self.iterable)  # type: ignore[arg-type]
+        except Exception:
+            return None
+
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Any]) -> None:
         label = ctx.label(0)
         counters = ctx.counters(label)

@@ -78,7 +78,7 @@ class ProcessBackend(Backend):
         skip: bool,
         source: WorkerSource,
         *,
-        ordered: bool,
+        slabs: bool,
         shared: trio.CapacityLimiter | None = None,
         closed: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -93,15 +93,16 @@ class ProcessBackend(Backend):
         self.slots: shm.Progress | None = None
         self.segments: shm.Segments | None = None
         self.batcher: SlotBatcher | None = None
-        self.ordered = ordered
+        self.slabs = slabs
         if self.prefix is not None:
             shm.cleanup_stale()
             self.slots = shm.Progress(self.prefix, workers)
             self.segments = shm.Segments(self.prefix)
 
     def fuse(self, fused: Fused) -> Fused:
-        if self.prefix is not None and self.ordered and not self.skip and SlotBatcher.fits(fused):
-            # batch() with the default collate right after: workers write the batch rows.
+        if self.slabs and self.prefix is not None:
+            # The plan put a batch() with the default collate right after: the workers
+            # write the batch rows.
             self.batcher = SlotBatcher(fused.ops[0], self.prefix)
             return type(fused)([self.batcher, *fused.ops[1:]])
         return fused

@@ -61,15 +61,6 @@ class SlotBatcher(Op):
         self.fallback = False
         self.made = 0
 
-    @staticmethod
-    def fits(fused: Any) -> bool:
-        """Whether ``fused`` starts with a ``batch()`` with the default collate."""
-        from .._buffers.collate import Collator
-        from .._ops.inline import _BatchOp
-
-        ops = fused.ops
-        return bool(ops) and type(ops[0]) is _BatchOp and type(ops[0].collate) is Collator
-
     def close(self) -> None:
         """Drop the slabs (each is unmapped now, or with the last batch that uses it)."""
         self.slabs = []
