@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from .chan import Inbox
     from .errors import ErrorBudget
     from .run import Context
-    from .stats import StageCounters
 
 Chunk = list[Any]
 
@@ -44,22 +43,6 @@ class SourceSpec(Spec):
     @abc.abstractmethod
     async def run(self, ctx: Context, fused: Fused, send: Any) -> None:
         """Produce items through ``fused`` into the ``send`` channel, then close it."""
-
-
-async def timed_send(counters: StageCounters, send: Any, chunk: Chunk) -> None:
-    """``send.send(chunk)`` (a chunk, or ``END``) from a source without an Outbox: the time
-    blocked adds to ``counters.wait_down_s``, and ``sending``/``last_sent`` keep
-    ``buffered`` right. The source sets ``counters.send_chan = send`` first."""
-    n = len(chunk) if isinstance(chunk, list) else 0
-    counters.sending = n
-    t = time.perf_counter()
-    try:
-        await send.send(chunk)
-    finally:
-        counters.wait_down_s += time.perf_counter() - t
-        if n:
-            counters.last_sent = n
-        counters.sending = 0
 
 
 class InlineSpec(Spec):

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._engine.chan import END
 from .._engine.epoch import EPOCH, epoch_generator
-from .._engine.spec import Chunk, Fused, SourceSpec, Spec, chain_repr, known_length, timed_send
+from .._engine.sink import Sink
+from .._engine.spec import Chunk, Fused, SourceSpec, Spec, chain_repr, known_length
 
 if TYPE_CHECKING:
     from .._engine.run import Context, Items
@@ -41,72 +41,6 @@ async def _open_child(specs: Specs, note: str) -> AsyncIterator[Items[Any]]:
         raise
 
 
-class _Sink:
-    """The source's output: fused stages, then the channel; knows when to stop.
-
-    Its sends are timed (``wait_downstream_s``); the rest of the source's time, the
-    child pipelines' included, is its busy time: they are its one row.
-    """
-
-    __slots__ = ("counters", "ctx", "fused", "send", "stopped")
-
-    def __init__(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
-        self.ctx = ctx
-        self.fused = fused
-        self.send = send
-        self.counters = ctx.counters(ctx.label(0))
-        self.counters.send_chan = send
-        #: True once the downstream is gone or needs no more items (a take()).
-        self.stopped = fused.done
-
-    async def put(self, chunk: Chunk) -> None:
-        if not chunk or self.stopped:
-            return
-        self.ctx.count_source(len(chunk))
-        out = self.fused(chunk)
-        if out:
-            try:
-                await self._send(out)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.stopped = True
-        if self.fused.done:
-            self.stopped = True
-
-    async def _send(self, out: Chunk) -> None:
-        # Only a send that blocks is a wait on downstream. The yield after one that
-        # did not is busy time: the loop runs this source's own inputs there, and
-        # timing it as a wait would hide a slow input behind a fast consumer.
-        try:
-            self.send.send_nowait(out)
-        except trio.WouldBlock:
-            await timed_send(self.counters, self.send, out)
-        else:
-            self.counters.last_sent = len(out)
-            await trio.lowlevel.checkpoint()
-
-    async def forward(self, items: Items[Any]) -> int:
-        """Move every item of ``items`` on; returns how many (stops early if stopped)."""
-        n = 0
-        while not self.stopped:
-            chunk = await items.receive_chunk()
-            if chunk is None:
-                break
-            n += len(chunk)
-            await self.put(chunk)
-        return n
-
-    async def finish(self) -> None:
-        if self.stopped and not self.fused.done:
-            return  # the downstream is gone
-        try:
-            tail = self.fused.flush()
-            if tail:
-                await timed_send(self.counters, self.send, tail)
-            await timed_send(self.counters, self.send, END)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-
 @attrs.frozen
 class Repeat(SourceSpec):
     inner: Specs
@@ -123,7 +57,7 @@ class Repeat(SourceSpec):
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
         with send:
-            sink = _Sink(ctx, fused, send)
+            sink = Sink(ctx, fused, send)
             epochs = itertools.count() if self.epochs is None else range(self.epochs)
             for epoch in epochs:
                 if sink.stopped:
@@ -165,7 +99,7 @@ class Chain(SourceSpec):
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
         with send:
-            sink = _Sink(ctx, fused, send)
+            sink = Sink(ctx, fused, send)
             for i, specs in enumerate(self.inputs):
                 if sink.stopped:
                     break
@@ -189,7 +123,7 @@ class Zip(SourceSpec):
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
         with send:
-            sink = _Sink(ctx, fused, send)
+            sink = Sink(ctx, fused, send)
             async with AsyncExitStack() as stack:
                 children = [
                     await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of zip()"))
@@ -228,7 +162,7 @@ class Mix(SourceSpec):
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
         rng = epoch_generator(self.seed, EPOCH.get())
         with send:
-            sink = _Sink(ctx, fused, send)
+            sink = Sink(ctx, fused, send)
             async with AsyncExitStack() as stack:
                 children = [
                     await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of mix()"))
@@ -237,7 +171,7 @@ class Mix(SourceSpec):
                 await self._mix(children, rng, sink)
             await sink.finish()
 
-    async def _mix(self, children: Sequence[Items[Any]], rng: Any, sink: _Sink) -> None:
+    async def _mix(self, children: Sequence[Items[Any]], rng: Any, sink: Sink) -> None:
         active = list(range(len(children)))
         weights = list(self.weights)
         bufs: list[Chunk] = [[] for _ in children]

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, final
 import attrs
 import trio
 
-from .._engine.chan import END
 from .._engine.epoch import EPOCH, epoch_generator
-from .._engine.spec import Chunk, Fused, SourceSpec, timed_send
+from .._engine.sink import Sink
+from .._engine.spec import Chunk, Fused, SourceSpec
 from .._engine.util import CHUNK_CAP, add_note, spawn
 
 if TYPE_CHECKING:
@@ -478,52 +478,32 @@ class FromParquet(SourceSpec):
                         spawn(nursery, read, piece, done, box)
                         await slots_send.send((done, box))
 
-        counters = ctx.counters(label)
-        counters.send_chan = send
         with send:
+            sink = Sink(ctx, fused, send)
             async with trio.open_nursery() as nursery:
                 spawn(nursery, launch, nursery)
-                stopped = await self._emit(ctx, fused, send, slots_recv, limiter)
+                await self._emit(sink, slots_recv, limiter)
                 nursery.cancel_scope.cancel()
-            if stopped:
-                return
-            try:
-                tail = fused.flush()
-                if tail:
-                    await timed_send(counters, send, tail)
-                await timed_send(counters, send, END)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
+            await sink.finish()
 
     @staticmethod
     async def _emit(
-        ctx: Context,
-        fused: Fused,
-        send: trio.MemorySendChannel[Chunk],
+        sink: Sink,
         slots: trio.MemoryReceiveChannel[tuple[trio.Event, list[Chunk]]],
         limiter: trio.Semaphore,
-    ) -> bool:
-        """Send the row groups in order; True if the downstream went away."""
-        counters = ctx.counters(ctx.label(0))
+    ) -> None:
+        """Send the row groups on, in order, until they end or the sink stops."""
         with slots:
             async for done, box in slots:
-                if fused.done:
-                    return False
+                if sink.stopped:
+                    return
                 await done.wait()
                 items = box.pop()
                 limiter.release()
                 for i in range(0, len(items), CHUNK_CAP):
-                    raw = items[i : i + CHUNK_CAP]
-                    ctx.count_source(len(raw))
-                    chunk = fused(raw)
-                    if chunk:
-                        try:
-                            await timed_send(counters, send, chunk)
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            return True
-                    if fused.done:
-                        return False
-        return False
+                    await sink.put(items[i : i + CHUNK_CAP])
+                    if sink.stopped:
+                        return
 
 
 @attrs.frozen

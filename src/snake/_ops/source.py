@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._engine.chan import END, Outbox
+from .._engine.chan import Outbox
+from .._engine.sink import Sink
 from .._engine.spec import Fused, SourceSpec
 from .._engine.util import CHUNK_CAP, add_note, describe_callable, describe_iterable, spawn
 
@@ -47,9 +48,8 @@ class FromIterable(SourceSpec):
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Any]) -> None:
         label = ctx.label(0)
-        counters = ctx.counters(label)
-        counters.send_chan = send
         with send:
+            sink = Sink(ctx, fused, send)
             try:
                 it = iter(self.iterable)
             except Exception as exc:
@@ -58,7 +58,7 @@ class FromIterable(SourceSpec):
             n = 1
             produced = 0
             perf = time.perf_counter
-            while True:
+            while not sink.stopped:
                 want = n
                 demand = fused.demand()
                 if demand is not None:
@@ -73,37 +73,16 @@ class FromIterable(SourceSpec):
                     exc.add_note(f"snake: after at least {produced} items")
                     raise
                 produced += len(raw)
-                chunk = fused(raw) if raw else raw
+                chunk = sink.fuse(raw)
                 elapsed = perf() - t0
                 if elapsed < _FAST_CHUNK_S:
                     n = min(CHUNK_CAP, n * 2)
                 elif elapsed > _SLOW_CHUNK_S and n > 1:
                     n //= 2
-                ctx.count_source(len(raw))
-                if chunk:
-                    counters.sending = len(chunk)
-                    t1 = perf()
-                    try:
-                        await send.send(chunk)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return
-                    finally:
-                        counters.wait_down_s += perf() - t1
-                        counters.last_sent, counters.sending = counters.sending, 0
-                else:
-                    await trio.lowlevel.checkpoint()
-                if len(raw) < want or fused.done:
+                await sink.emit(chunk)
+                if len(raw) < want:
                     break
-            tail = fused.flush()
-            t1 = perf()
-            try:
-                if tail:
-                    await send.send(tail)
-                await send.send(END)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            finally:
-                counters.wait_down_s += perf() - t1
+            await sink.finish()
 
 
 @attrs.frozen
