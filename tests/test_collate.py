@@ -21,6 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 import snake
 from snake._buffers import collate as _collate
+from snake._buffers import reuse
 from snake._buffers.collate import Collator, PadCollator, Pool
 
 Array = np.ndarray[Any, Any]
@@ -131,14 +132,17 @@ def test_a_free_buffer_too_small_is_replaced_by_a_larger_one() -> None:
     assert len(pool) == 2 and c.base is not d.base
 
 
-def test_free_reference_count_is_measured_on_this_python() -> None:
-    assert _collate.CAN_REUSE
-    probe = [np.empty(3, np.uint8)]
-    assert _collate._refs_at(probe, 0) == _collate._FREE_REFS
-    view = probe[0][1:]
-    assert _collate._refs_at(probe, 0) > _collate._FREE_REFS
-    del view
-    assert _collate._refs_at(probe, 0) == _collate._FREE_REFS
+def test_a_buffer_is_free_only_while_no_view_of_it_is_alive() -> None:
+    assert reuse.CAN_REUSE
+    for holder, key in (([np.empty(3, np.uint8)], 0), ({"seg": np.empty(3, np.uint8)}, "seg")):
+        assert reuse.is_free(holder, key)
+        view = holder[key][1:]  # type: ignore[index]
+        assert not reuse.is_free(holder, key)
+        exported = memoryview(view)
+        del view
+        assert not reuse.is_free(holder, key)  # a buffer export of a view counts too
+        del exported
+        assert reuse.is_free(holder, key)
 
 
 @st.composite

@@ -6,27 +6,15 @@ The pool
 Writing a 40-150 MB batch into a fresh array costs a page fault (and the kernel's
 zeroing) for every page, which can cost as much as the copy itself. So a stage keeps
 the arrays it handed out and writes the next batch into one of them once nobody else
-can see it any more.
-
-"Nobody can see it" is decided by reference count, which makes reuse safe without any
-help from the consumer: every pooled buffer is a flat ``uint8`` array (a *slab*), and
-every batch is a view of a slab, made with ``np.ndarray(shape, dtype, buffer=slab)``.
-A view holds a reference to its base, and so does every view made from it (slices,
-``np.asarray``, ``memoryview``, ``np.frombuffer``, ``torch.from_numpy``...), directly
-or through the object it was made from. While the batch or any view of it is alive,
-the slab's reference count is above what the pool's own list accounts for, and the
-slab is not reused. The count that means "only the pool holds it" is measured once, on
-a probe, through the same code (:data:`_FREE_REFS`), so it holds on every CPython.
-
-What the rule cannot see is memory addressed without a Python reference: a raw pointer
-taken from ``batch.ctypes.data`` or ``__array_interface__`` and kept after the batch
-is dropped. On Pythons without ``sys.getrefcount`` (PyPy) nothing is reused.
+can see it any more (``reuse.is_free``): every pooled buffer is a flat ``uint8`` array
+(a *slab*), and every batch is a view of a slab, made with ``np.ndarray(shape, dtype,
+buffer=slab)``, which holds a reference to it, as does every view made from the batch
+(slices, ``np.asarray``, ``memoryview``, ``torch.from_numpy``...).
 """
 
 from __future__ import annotations
 
 import math
-import platform
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -36,6 +24,7 @@ import numpy.typing as npt
 
 from .. import _ext
 from .._engine.util import describe_callable, is_async_callable
+from .reuse import CAN_REUSE, is_free
 
 Array = npt.NDArray[Any]
 
@@ -53,22 +42,6 @@ MAX_POOLS = 64
 
 #: Python and NumPy scalars that the default collate turns into one array.
 NUMBER_TYPES: tuple[type, ...] = (int, float, complex, np.number, np.bool_)
-
-
-def _refs_at(slabs: list[Array], i: int) -> int:
-    # The only code that counts a slab's references: _FREE_REFS is measured with it.
-    return sys.getrefcount(slabs[i])
-
-
-def _measure_free_refs() -> int:
-    probe: list[Array] = [np.empty(0, np.uint8)]
-    return _refs_at(probe, 0)
-
-
-#: Whether this Python can tell that nothing but the pool refers to a buffer.
-CAN_REUSE = platform.python_implementation() == "CPython" and hasattr(sys, "getrefcount")
-#: The reference count of a slab that only the pool's list holds, as ``_refs_at`` sees it.
-_FREE_REFS = _measure_free_refs() if CAN_REUSE else -1
 
 
 class Pool:
@@ -98,7 +71,7 @@ class Pool:
 
     def is_free(self, i: int) -> bool:
         """True if nothing but the pool refers to slab ``i`` (always False off CPython)."""
-        return CAN_REUSE and _refs_at(self._slabs, i) == _FREE_REFS
+        return is_free(self._slabs, i)
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array:
         nbytes = math.prod(shape) * dtype.itemsize

@@ -28,13 +28,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Generic, TypeVar, final
+from typing import Any, TypeVar, final
 
 import attrs
 import outcome
 import trio
 
 from .._engine import tasks
+from .._engine.handle import ChunkReader
 from .._engine.run import Items, open_pipeline
 from .._engine.stats import PipelineStatistics
 from .sync import HANDOFF_CHUNKS, HANDOFF_LOW_WATER
@@ -387,22 +388,23 @@ async def _release(runtime: _Runtime) -> None:
 
 
 @final
-class AsyncioItems(AsyncIterator[T], Generic[T]):
+class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
     """The consumer's end of a pipeline opened with ``snake.aio.open()``: an async iterator.
 
     The twin of :class:`snake.Items` for asyncio: ``async for``, ``receive()``
-    (raises :class:`EndOfStream` after the last item), ``receive_chunk()``,
+    (raises :class:`EndOfStream` after the last item: a subclass of
+    ``trio.EndOfChannel``, not ``StopAsyncIteration``, which an async generator that
+    awaits ``receive()`` would turn into a ``RuntimeError``), ``receive_chunk()``,
     ``statistics()`` and ``report()``. Buffered items are handed out without
     suspending; the consumer suspends only when it needs the next chunk. Several
     asyncio tasks may read one ``AsyncioItems`` at once: each item goes to one of them.
     """
 
-    __slots__ = ("_buf", "_pipe", "_pos", "_wait_s")
+    __slots__ = ("_pipe", "_wait_s")
 
     def __init__(self, pipe: _Pipe) -> None:
+        super().__init__()
         self._pipe = pipe
-        self._buf: list[Any] = []
-        self._pos = 0
         self._wait_s = 0.0
 
     async def _refill(self) -> bool:
@@ -442,35 +444,14 @@ class AsyncioItems(AsyncIterator[T], Generic[T]):
         if not pipe.ended:
             raise RuntimeError("snake.aio: the pipeline was closed; it has no more items")
 
-    async def receive(self) -> T:
-        """The next item; raises :class:`snake.aio.EndOfStream` after the last one (a
-        subclass of ``trio.EndOfChannel``; it is not ``StopAsyncIteration``, which an
-        async generator that awaits ``receive()`` would turn into a ``RuntimeError``)."""
-        pos = self._pos
-        if pos >= len(self._buf):
-            if not await self._refill():
-                raise EndOfStream
-            pos = self._pos
-        self._pos = pos + 1
-        return self._buf[pos]  # type: ignore[no-any-return]
-
-    async def __anext__(self) -> T:
-        pos = self._pos
-        if pos >= len(self._buf):
-            if not await self._refill():
-                raise StopAsyncIteration
-            pos = self._pos
-        self._pos = pos + 1
-        return self._buf[pos]  # type: ignore[no-any-return]
+    _END = EndOfStream
 
     async def receive_chunk(self) -> list[T] | None:
         """The items of the next chunk that crossed from trio (the rest of the current one
         first), or ``None`` at the end. For consumers that handle items in bulk."""
         if self._pos >= len(self._buf) and not await self._refill():
             return None
-        out = self._buf[self._pos :] if self._pos else self._buf
-        self._buf, self._pos = [], 0
-        return out
+        return self._take_buffered()
 
     def statistics(self) -> PipelineStatistics:
         """Per-stage counters of this run so far (see ``snake.Items.statistics()``); the

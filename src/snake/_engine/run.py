@@ -6,11 +6,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar, final
+from typing import Any, TypeVar, final
 
 import trio
 
 from .chan import Chunk, Inbox, open_chunk_channel
+from .handle import ChunkReader
 from .spec import Fused, InlineSpec, SourceSpec, Spec, TaskSpec
 from .stats import CounterSource, PipelineStatistics, StageCounters, snapshot
 from .util import CHUNK_CAP, spawn
@@ -85,7 +86,7 @@ def stage_labels(specs: list[Spec]) -> list[str]:
 
 
 @final
-class Items(trio.abc.ReceiveChannel[T], Generic[T]):
+class Items(ChunkReader[T], trio.abc.ReceiveChannel[T]):
     """The consumer's end of an opened pipeline: an async iterator of items.
 
     Items arrive in chunks; ``receive()`` returns buffered items without a
@@ -93,45 +94,25 @@ class Items(trio.abc.ReceiveChannel[T], Generic[T]):
     the next chunk.
     """
 
-    __slots__ = ("_buf", "_ctx", "_inbox", "_pos")
+    __slots__ = ("_ctx", "_inbox")
 
     def __init__(self, inbox: Inbox, ctx: Context) -> None:
+        super().__init__()
         self._inbox = inbox
         self._ctx = ctx
-        self._buf: Chunk = []
-        self._pos = 0
 
-    async def receive(self) -> T:
-        """The next item; raises ``trio.EndOfChannel`` after the last one."""
-        pos = self._pos
-        if pos < len(self._buf):
-            self._pos = pos + 1
-            return self._buf[pos]  # type: ignore[no-any-return]
+    async def _refill(self) -> bool:
         chunk = await self._fetch()
         if chunk is None:
-            raise trio.EndOfChannel
-        self._buf = chunk
-        self._pos = 1
-        return chunk[0]  # type: ignore[no-any-return]
-
-    async def __anext__(self) -> T:
-        pos = self._pos
-        if pos < len(self._buf):
-            self._pos = pos + 1
-            return self._buf[pos]  # type: ignore[no-any-return]
-        chunk = await self._fetch()
-        if chunk is None:
-            raise StopAsyncIteration
-        self._buf = chunk
-        self._pos = 1
-        return chunk[0]  # type: ignore[no-any-return]
+            return False
+        self._buf, self._pos = chunk, 0
+        return True
 
     async def receive_chunk(self) -> list[T] | None:
         """All items that are ready (at least one, at most ``CHUNK_CAP`` unless one
         chunk is larger), or ``None`` at the end. For bridges that move whole chunks."""
         if self._pos < len(self._buf):
-            out = self._buf[self._pos :]
-            self._buf, self._pos = [], 0
+            out = self._take_buffered()
         else:
             chunk = await self._fetch()
             if chunk is None:

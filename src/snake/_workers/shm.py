@@ -20,11 +20,12 @@ from __future__ import annotations
 import mmap
 import os
 import secrets
-import sys
 from itertools import count
 from typing import Any
 
 import numpy as np
+
+from .._buffers.reuse import is_free
 
 SHM_DIR = "/dev/shm"
 #: Arrays smaller than this are pickled: a file costs ~30 us to create and map.
@@ -210,9 +211,7 @@ class Segments:
             return out
         owners = self._owners
         for name in owners:
-            # 2 = our dict's reference and getrefcount's argument: no array, view or
-            # buffer export of the segment is alive.
-            if name not in self._lent and sys.getrefcount(owners[name]) <= 2:
+            if name not in self._lent and is_free(owners, name):
                 out.append((name, owners[name].size))
                 self._lent.add(name)
                 if len(out) >= most:

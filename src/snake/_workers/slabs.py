@@ -13,7 +13,7 @@ layout raises ``ValueError`` as the default collate would. If the first result
 is not a plain array, the stage falls back to the ordinary ``batch()``.
 
 Slabs are reused like the collate's pool: a slab is free again when no batch,
-view or buffer export of it is alive (reference count of its ``owner``).
+view or buffer export of it is alive (``_buffers.reuse``).
 """
 
 from __future__ import annotations
@@ -21,29 +21,21 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import sys
 from typing import Any
 
 import numpy as np
 
+from .._buffers.reuse import is_free
 from .._engine.spec import Chunk, Op
 from .._engine.util import add_note
 from . import shm
 from .shm import IN_SLOT, Dests
 
 
-class _Slab:
-    __slots__ = ("name", "owner")
-
-    def __init__(self, name: str, owner: np.ndarray[Any, np.dtype[np.uint8]]) -> None:
-        self.name = name
-        self.owner = owner
-
-
 class SlotBatcher(Op):
     """Stands in for a ``batch(n)`` operator fused after a process ``par_map``."""
 
-    __slots__ = ("active", "fallback", "index", "layout", "made", "op", "prefix", "size", "slabs")
+    __slots__ = ("active", "fallback", "index", "layout", "made", "op", "owners", "prefix", "size")
 
     def __init__(self, op: Any, prefix: str) -> None:
         super().__init__(op.label)
@@ -54,16 +46,17 @@ class SlotBatcher(Op):
         self.size: int = op.size
         self.weight = self.size
         self.layout: tuple[tuple[int, ...], np.dtype[Any], int] | None = None
-        self.slabs: list[_Slab] = []
-        #: Batch number -> the slab it is written into.
-        self.active: dict[int, _Slab] = {}
+        #: Slab name -> its owner (a uint8 array over the mapping); every batch is a view.
+        self.owners: dict[str, np.ndarray[Any, np.dtype[np.uint8]]] = {}
+        #: Batch number -> the name of the slab it is written into.
+        self.active: dict[int, str] = {}
         self.index = 0
         self.fallback = False
         self.made = 0
 
     def close(self) -> None:
         """Drop the slabs (each is unmapped now, or with the last batch that uses it)."""
-        self.slabs = []
+        self.owners = {}
         self.active = {}
 
     # -- dispatch side -----------------------------------------------------------------
@@ -76,19 +69,19 @@ class SlotBatcher(Op):
         for i in range(start, start + n):
             b, k = divmod(i, self.size)
             slab = self._slab(b)
-            out.append((slab.name, slab.owner.size, k * nbytes))
+            out.append((slab, self.owners[slab].size, k * nbytes))
         return shape, dtype.str, out
 
-    def _slab(self, b: int) -> _Slab:
+    def _slab(self, b: int) -> str:
+        """The name of the slab batch ``b`` is written into: a free one, or a new one."""
         slab = self.active.get(b)
         if slab is not None:
             return slab
         assert self.layout is not None
-        busy = {id(s) for s in self.active.values()}
-        for s in self.slabs:
-            # 2 = the attribute's reference and getrefcount's argument: no batch alive.
-            if id(s) not in busy and sys.getrefcount(s.owner) <= 2:
-                slab = s
+        busy = set(self.active.values())
+        for name in self.owners:
+            if name not in busy and is_free(self.owners, name):
+                slab = name
                 break
         else:
             size = self.size * self.layout[2]
@@ -110,8 +103,8 @@ class SlotBatcher(Op):
                 mm = mmap.mmap(fd, size)
             finally:
                 os.close(fd)
-            slab = _Slab(name, np.frombuffer(mm, dtype=np.uint8))
-            self.slabs.append(slab)
+            self.owners[name] = np.frombuffer(mm, dtype=np.uint8)
+            slab = name
         self.active[b] = slab
         return slab
 
@@ -139,7 +132,7 @@ class SlotBatcher(Op):
                     )
                     add_note(err, self.label, i)
                     raise err
-                row: np.ndarray[Any, Any] = np.ndarray(shape, dtype=dtype, buffer=self._slab(b).owner, offset=k * nbytes)
+                row: np.ndarray[Any, Any] = np.ndarray(shape, dtype=dtype, buffer=self.owners[self._slab(b)], offset=k * nbytes)
                 np.copyto(row, r)
                 del row
             self.index = i + 1
@@ -153,7 +146,7 @@ class SlotBatcher(Op):
         assert self.layout is not None
         shape, dtype, nbytes = self.layout
         slab = self.active.pop(b)
-        return slab.owner[: rows * nbytes].view(dtype).reshape((rows, *shape))
+        return self.owners[slab][: rows * nbytes].view(dtype).reshape((rows, *shape))
 
     def _delegate(self, chunk: Chunk) -> Chunk:
         out: Chunk = self.op(chunk)
