@@ -1,15 +1,16 @@
-"""Shared fixtures: resource accounting for leak checks."""
+"""Shared fixtures and helpers: the leak check, counting processes and tasks, running a stream."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import psutil
 import pytest
 import trio
+
+from snake._engine import tasks
+from snake.testing import assert_no_leaks
 
 
 def child_processes() -> list[psutil.Process]:
@@ -28,57 +29,17 @@ def child_processes() -> list[psutil.Process]:
     return out
 
 
-def busy_threads(baseline: set[int]) -> list[threading.Thread]:
-    """Threads that are new since ``baseline`` and not idle in trio's thread cache."""
-    return [
-        t
-        for t in threading.enumerate()
-        if t.ident not in baseline and t.is_alive() and not t.name.startswith("Trio thread")
-    ]
-
-
-class Resources:
-    """Snapshot of threads and child processes; ``check()`` fails on anything new."""
-
-    def __init__(self) -> None:
-        self.threads = {t.ident for t in threading.enumerate() if t.ident is not None}
-        self.children = {p.pid for p in child_processes()}
-
-    def leaked(self) -> tuple[list[str], list[int]]:
-        threads = [t.name for t in busy_threads(self.threads)]
-        procs = [p.pid for p in child_processes() if p.pid not in self.children]
-        return threads, procs
-
-    def check(self, within: float = 2.0) -> None:
-        """Everything started since the snapshot must be gone within ``within`` s."""
-        deadline = time.monotonic() + within
-        while True:
-            threads, procs = self.leaked()
-            if not threads and not procs:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"leaked threads {threads} and child processes {procs}")
-            time.sleep(0.02)
-
-
 @pytest.fixture
-def resources() -> Iterator[Resources]:
-    res = Resources()
-    yield res
-    res.check()
+def no_leaks() -> Iterator[None]:
+    """Fails the test if a thread, process, descriptor, shared-memory file or mapping it
+    started outlives it by more than 2 s (``snake.testing.assert_no_leaks``)."""
+    with assert_no_leaks(grace=2.0):
+        yield
 
 
 def count_tasks() -> int:
     """Number of trio tasks alive in the current run."""
-    root = trio.lowlevel.current_root_task()
-    seen = 0
-    stack = [root]
-    while stack:
-        task = stack.pop()
-        seen += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return seen
+    return sum(1 for _ in tasks.walk([trio.lowlevel.current_root_task()]))
 
 
 def run_async(stream: Any) -> list[Any]:

@@ -21,12 +21,13 @@ from typing import Any
 import funcs
 import pytest
 import trio
-from conftest import Resources, child_processes
+from conftest import child_processes
 
 import snake
 import snake.aio
 from snake._embed import aio as _aio
 from snake._engine import tasks
+from snake.testing import assert_no_leaks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,10 +67,9 @@ def test_receive_and_receive_chunk() -> None:
 
 
 def test_par_map_on_worker_processes_leaves_nothing_behind() -> None:
-    res = Resources()
-    stream = snake.from_iterable(range(200)).par_map(funcs.square, workers=2)
-    assert asyncio.run(collect(stream)) == [x * x for x in range(200)]
-    res.check(within=2.0)
+    with assert_no_leaks(grace=2.0):
+        stream = snake.from_iterable(range(200)).par_map(funcs.square, workers=2)
+        assert asyncio.run(collect(stream)) == [x * x for x in range(200)]
 
 
 def test_statistics_and_report_are_forwarded() -> None:
@@ -145,12 +145,11 @@ def test_an_error_while_the_hand_off_is_full_comes_after_the_items_handed_over()
 
 
 def test_a_worker_process_error_comes_out_unchanged() -> None:
-    res = Resources()
-    stream = snake.from_iterable(range(20)).par_map(funcs.fail_on_7, workers=2)
-    with pytest.raises(funcs.Boom) as info:
-        asyncio.run(collect(stream))
-    assert any(n.startswith("snake: raised in stage #1 par_map(fail_on_7") for n in info.value.__notes__)
-    res.check(within=2.0)
+    with assert_no_leaks(grace=2.0):
+        stream = snake.from_iterable(range(20)).par_map(funcs.fail_on_7, workers=2)
+        with pytest.raises(funcs.Boom) as info:
+            asyncio.run(collect(stream))
+        assert any(n.startswith("snake: raised in stage #1 par_map(fail_on_7") for n in info.value.__notes__)
 
 
 def test_an_error_after_the_consumer_stopped_reading_is_raised_at_the_end_of_the_block() -> None:
@@ -176,19 +175,17 @@ def test_an_error_already_raised_in_the_block_is_not_raised_again() -> None:
 
 
 def test_an_exception_in_the_consumer_propagates_and_stops_the_pipeline() -> None:
-    res = Resources()
+    with assert_no_leaks(grace=2.0):
+        async def main() -> None:
+            async with snake.aio.open(
+                snake.from_iterable(itertools.count()).par_map(funcs.inc, workers=2)
+            ) as items:
+                async for x in items:
+                    if x == 50:
+                        raise LookupError("consumer")
 
-    async def main() -> None:
-        async with snake.aio.open(
-            snake.from_iterable(itertools.count()).par_map(funcs.inc, workers=2)
-        ) as items:
-            async for x in items:
-                if x == 50:
-                    raise LookupError("consumer")
-
-    with pytest.raises(LookupError, match="consumer"):
-        asyncio.run(main())
-    res.check(within=2.0)
+        with pytest.raises(LookupError, match="consumer"):
+            asyncio.run(main())
 
 
 # -- cancellation -------------------------------------------------------------------------------
@@ -199,91 +196,89 @@ STOPS = ["break", "exception", "leave the block", "task.cancel", "wait_for", "as
 def test_stopping_abandons_work_in_worker_processes_promptly(how: str) -> None:
     """After the first item every item sleeps 60 s in a worker: only killing the workers
     stops the pipeline within the second the test allows."""
-    res = Resources()
-    stream = snake.from_iterable([0.0] + [60.0] * 100).par_map(funcs.sleep_then_return, workers=2)
-    stop_at = 0.0
-    busy_workers = 0
+    with assert_no_leaks(grace=1.0):
+        stream = snake.from_iterable([0.0] + [60.0] * 100).par_map(funcs.sleep_then_return, workers=2)
+        stop_at = 0.0
+        busy_workers = 0
 
-    def stopping() -> None:
-        nonlocal stop_at, busy_workers
-        busy_workers = len(child_processes())
-        stop_at = time.monotonic()
+        def stopping() -> None:
+            nonlocal stop_at, busy_workers
+            busy_workers = len(child_processes())
+            stop_at = time.monotonic()
 
-    async def consume(first: asyncio.Event) -> None:
-        async with snake.aio.open(stream) as items:
-            async for x in items:
-                assert x == 0.0
-                first.set()
-                if how in ("break", "exception", "leave the block"):
-                    await asyncio.sleep(0.3)  # the workers are busy with 60 s items now
-                    stopping()
-                    if how == "break":
-                        break
-                    if how == "exception":
-                        raise LookupError("stop")
-                    return
+        async def consume(first: asyncio.Event) -> None:
+            async with snake.aio.open(stream) as items:
+                async for x in items:
+                    assert x == 0.0
+                    first.set()
+                    if how in ("break", "exception", "leave the block"):
+                        await asyncio.sleep(0.3)  # the workers are busy with 60 s items now
+                        stopping()
+                        if how == "break":
+                            break
+                        if how == "exception":
+                            raise LookupError("stop")
+                        return
 
-    async def main() -> snake.aio.RuntimeStatistics:
-        first = asyncio.Event()
-        if how in ("break", "leave the block"):
-            await consume(first)
-        elif how == "exception":
-            with pytest.raises(LookupError):
+        async def main() -> snake.aio.RuntimeStatistics:
+            first = asyncio.Event()
+            if how in ("break", "leave the block"):
                 await consume(first)
-        elif how == "task.cancel":
-            task = asyncio.create_task(consume(first))
-            await first.wait()
-            await asyncio.sleep(0.3)
-            stopping()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        else:
-
-            async def deadline() -> None:
+            elif how == "exception":
+                with pytest.raises(LookupError):
+                    await consume(first)
+            elif how == "task.cancel":
+                task = asyncio.create_task(consume(first))
                 await first.wait()
                 await asyncio.sleep(0.3)
                 stopping()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
 
-            helper = asyncio.create_task(deadline())
-            with pytest.raises(TimeoutError):
-                if how == "wait_for":
-                    await asyncio.wait_for(consume(first), 2.0)
-                else:
-                    async with asyncio.timeout(2.0):
-                        await consume(first)
-            await helper
-        return snake.aio.statistics()
+                async def deadline() -> None:
+                    await first.wait()
+                    await asyncio.sleep(0.3)
+                    stopping()
 
-    t0 = time.monotonic()
-    assert asyncio.run(main()) == idle_runtime()
-    took = time.monotonic() - (stop_at if how not in ("wait_for", "asyncio.timeout") else t0 + 2.0)
-    assert busy_workers >= 2, "the worker processes were running when the pipeline was stopped"
-    assert took < 1.0, f"stopping took {took:.2f} s"
-    res.check(within=1.0)
+                helper = asyncio.create_task(deadline())
+                with pytest.raises(TimeoutError):
+                    if how == "wait_for":
+                        await asyncio.wait_for(consume(first), 2.0)
+                    else:
+                        async with asyncio.timeout(2.0):
+                            await consume(first)
+                await helper
+            return snake.aio.statistics()
+
+        t0 = time.monotonic()
+        assert asyncio.run(main()) == idle_runtime()
+        took = time.monotonic() - (stop_at if how not in ("wait_for", "asyncio.timeout") else t0 + 2.0)
+        assert busy_workers >= 2, "the worker processes were running when the pipeline was stopped"
+        assert took < 1.0, f"stopping took {took:.2f} s"
 
 
 def test_cancelling_twice_still_waits_for_the_pipeline_to_stop() -> None:
-    res = Resources()
-    stream = snake.from_iterable(itertools.count()).par_map(funcs.sleep_long, workers=2)
+    with assert_no_leaks(grace=1.0):
+        stream = snake.from_iterable(itertools.count()).par_map(funcs.sleep_long, workers=2)
 
-    async def consume() -> None:
-        async with snake.aio.open(stream) as items:
-            async for _ in items:  # pragma: no cover
-                pass
+        async def consume() -> None:
+            async with snake.aio.open(stream) as items:
+                async for _ in items:  # pragma: no cover
+                    pass
 
-    async def main() -> snake.aio.RuntimeStatistics:
-        task = asyncio.create_task(consume())
-        await asyncio.sleep(0.5)
-        task.cancel()
-        await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return snake.aio.statistics()
+        async def main() -> snake.aio.RuntimeStatistics:
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(0.5)
+            task.cancel()
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return snake.aio.statistics()
 
-    assert asyncio.run(main()) == idle_runtime()
-    res.check(within=1.0)
+        assert asyncio.run(main()) == idle_runtime()
 
 
 def test_cancelling_the_task_while_the_pipeline_opens() -> None:
@@ -325,47 +320,43 @@ def test_trio_stages_are_cancelled_and_no_task_remains() -> None:
 def test_a_worker_pool_serves_again_after_a_break() -> None:
     # Busy workers are killed on the way out (their calls cannot be cancelled), idle ones
     # stay in the pool; either way no call is left running and the pool serves the next run.
-    res = Resources()
+    with assert_no_leaks(grace=2.0):
+        async def main() -> list[tuple[list[int], int, int]]:
+            rounds = []
+            with snake.WorkerPool(2) as pool:
+                stream = snake.from_iterable(range(10**9)).par_map(funcs.inc, pool=pool)
+                for _ in range(3):
+                    got = []
+                    async with snake.aio.open(stream) as items:
+                        async for x in items:
+                            got.append(x)
+                            if x == 100:
+                                break
+                    rounds.append((got, pool.statistics().running_workers, len(child_processes())))
+            return rounds
 
-    async def main() -> list[tuple[list[int], int, int]]:
-        rounds = []
-        with snake.WorkerPool(2) as pool:
-            stream = snake.from_iterable(range(10**9)).par_map(funcs.inc, pool=pool)
-            for _ in range(3):
-                got = []
-                async with snake.aio.open(stream) as items:
-                    async for x in items:
-                        got.append(x)
-                        if x == 100:
-                            break
-                rounds.append((got, pool.statistics().running_workers, len(child_processes())))
-        return rounds
-
-    for got, running, children in asyncio.run(main()):
-        assert got == list(range(1, 101))
-        assert running == 0
-        assert children <= 2
-    res.check(within=2.0)
+        for got, running, children in asyncio.run(main()):
+            assert got == list(range(1, 101))
+            assert running == 0
+            assert children <= 2
 
 
 def test_pipelines_of_one_loop_share_a_worker_pool() -> None:
     # They all run in the loop's one trio runtime, so they may use the pool at once.
-    res = Resources()
+    with assert_no_leaks(grace=2.0):
+        async def main() -> tuple[list[list[int]], set[int]]:
+            with snake.WorkerPool(2) as pool:
 
-    async def main() -> tuple[list[list[int]], set[int]]:
-        with snake.WorkerPool(2) as pool:
+                async def one(k: int) -> list[int]:
+                    stream = snake.from_iterable(range(100 * k, 100 * k + 300)).par_map(funcs.square, pool=pool)
+                    return await collect(stream)
 
-            async def one(k: int) -> list[int]:
-                stream = snake.from_iterable(range(100 * k, 100 * k + 300)).par_map(funcs.square, pool=pool)
-                return await collect(stream)
+                results = await asyncio.gather(*(one(k) for k in range(4)))
+                return list(results), {p.pid for p in child_processes()}
 
-            results = await asyncio.gather(*(one(k) for k in range(4)))
-            return list(results), {p.pid for p in child_processes()}
-
-    results, pids = asyncio.run(main())
-    assert results == [[x * x for x in range(100 * k, 100 * k + 300)] for k in range(4)]
-    assert len(pids) == 2
-    res.check(within=2.0)
+        results, pids = asyncio.run(main())
+        assert results == [[x * x for x in range(100 * k, 100 * k + 300)] for k in range(4)]
+        assert len(pids) == 2
 
 
 def test_a_cancellation_in_the_turn_that_the_wait_ends_is_not_lost() -> None:
@@ -732,27 +723,25 @@ print("trio.run", trio.run(trio.sleep, 0))
 
 def test_async_with_a_worker_pool_under_asyncio_closes_it_in_a_thread() -> None:
     # Closing a pool waits for its workers to exit (up to 5 s): not on the loop's thread.
-    res = Resources()
+    with assert_no_leaks(grace=2.0):
+        async def main() -> tuple[list[threading.Thread], threading.Thread]:
+            closed_in: list[threading.Thread] = []
+            async with snake.WorkerPool(2) as pool:
+                close = pool.close
 
-    async def main() -> tuple[list[threading.Thread], threading.Thread]:
-        closed_in: list[threading.Thread] = []
-        async with snake.WorkerPool(2) as pool:
-            close = pool.close
+                def recording_close() -> None:
+                    closed_in.append(threading.current_thread())
+                    close()
 
-            def recording_close() -> None:
-                closed_in.append(threading.current_thread())
-                close()
+                pool.close = recording_close  # type: ignore[method-assign]
+                stream = snake.from_iterable(range(50)).par_map(funcs.inc, pool=pool)
+                assert await collect(stream) == list(range(1, 51))
+                assert len(child_processes()) == 2
+            assert pool.statistics() == snake.WorkerPoolStatistics(0, 0)
+            return closed_in, threading.current_thread()
 
-            pool.close = recording_close  # type: ignore[method-assign]
-            stream = snake.from_iterable(range(50)).par_map(funcs.inc, pool=pool)
-            assert await collect(stream) == list(range(1, 51))
-            assert len(child_processes()) == 2
-        assert pool.statistics() == snake.WorkerPoolStatistics(0, 0)
-        return closed_in, threading.current_thread()
-
-    closed_in, loop_thread = asyncio.run(main())
-    assert len(closed_in) == 1 and closed_in[0] is not loop_thread
-    res.check(within=2.0)
+        closed_in, loop_thread = asyncio.run(main())
+        assert len(closed_in) == 1 and closed_in[0] is not loop_thread
 
 
 def test_a_trio_program_gets_a_clear_error() -> None:

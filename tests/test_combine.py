@@ -106,7 +106,7 @@ def test_an_input_error_comes_out_unchanged_with_notes(combine: str, run) -> Non
 
 
 @pytest.mark.parametrize("combine", ["chain", "zip", "mix"])
-async def test_break_cancels_every_child(combine: str, resources) -> None:  # type: ignore[no-untyped-def]
+async def test_break_cancels_every_child(combine: str, no_leaks: None) -> None:
     def endless():  # type: ignore[no-untyped-def]
         i = 0
         while True:

@@ -12,9 +12,9 @@ import time
 import funcs
 import pytest
 import trio
-from conftest import Resources
 
 import snake
+from snake.testing import assert_no_leaks
 
 
 def notes(exc: BaseException) -> list[str]:
@@ -41,30 +41,29 @@ STAGES = {
 @pytest.mark.parametrize("stage", list(STAGES))
 @pytest.mark.parametrize("runner", ["open", "open_sync"])
 def test_user_exception_keeps_its_type_with_a_stage_note(stage: str, runner: str) -> None:
-    res = Resources()
-    # The failing stage is #2: a map before it shifts indices, so the note must use the
-    # failing stage's own input index (7 - 1 = 6 after skip(1)).
-    stream = STAGES[stage](snake.from_iterable(range(100)).skip(1))
-    with pytest.raises(funcs.Boom, match="item 7 is bad") as info:
-        if runner == "open":
+    with assert_no_leaks(grace=2.0):
+        # The failing stage is #2: a map before it shifts indices, so the note must use the
+        # failing stage's own input index (7 - 1 = 6 after skip(1)).
+        stream = STAGES[stage](snake.from_iterable(range(100)).skip(1))
+        with pytest.raises(funcs.Boom, match="item 7 is bad") as info:
+            if runner == "open":
 
-            async def main() -> None:
-                async with stream.open() as items:
-                    async for _ in items:
+                async def main() -> None:
+                    async with stream.open() as items:
+                        async for _ in items:
+                            pass
+
+                trio.run(main)
+            else:
+                with stream.open_sync() as items:
+                    for _ in items:
                         pass
-
-            trio.run(main)
-        else:
-            with stream.open_sync() as items:
-                for _ in items:
-                    pass
-    assert type(info.value) is funcs.Boom
-    note = stage_note(info.value)
-    assert note.startswith("snake: raised in stage #2 ")
-    assert note.endswith("on item index 6"), note
-    if stage == "par_map process":
-        assert any("traceback in the worker process" in n and "fail_on_7" in n for n in notes(info.value))
-    res.check()
+        assert type(info.value) is funcs.Boom
+        note = stage_note(info.value)
+        assert note.startswith("snake: raised in stage #2 ")
+        assert note.endswith("on item index 6"), note
+        if stage == "par_map process":
+            assert any("traceback in the worker process" in n and "fail_on_7" in n for n in notes(info.value))
 
 
 def test_never_an_exception_group_of_one() -> None:
@@ -80,18 +79,17 @@ def test_never_an_exception_group_of_one() -> None:
 
 
 def test_consumer_exception_comes_out_unchanged_and_stops_stages() -> None:
-    res = Resources()
-    stream = snake.from_iterable(range(10**9)).par_map(funcs.inc, workers=2, backend="thread")
+    with assert_no_leaks(grace=2.0):
+        stream = snake.from_iterable(range(10**9)).par_map(funcs.inc, workers=2, backend="thread")
 
-    async def main() -> None:
-        async with stream.open() as items:
-            async for x in items:
-                if x == 50:
-                    raise KeyError("consumer")
+        async def main() -> None:
+            async with stream.open() as items:
+                async for x in items:
+                    if x == 50:
+                        raise KeyError("consumer")
 
-    with pytest.raises(KeyError, match="consumer"):
-        trio.run(main)
-    res.check()
+        with pytest.raises(KeyError, match="consumer"):
+            trio.run(main)
 
 
 def test_failure_is_never_mistaken_for_a_clean_end() -> None:
@@ -122,14 +120,13 @@ def test_source_errors_are_noted() -> None:
 
 
 def test_worker_crash_is_a_clear_error_not_a_hang() -> None:
-    res = Resources()
-    stream = snake.from_iterable(range(10)).par_map(funcs.die_on_3, workers=2)
-    t0 = time.monotonic()
-    with pytest.raises(snake.WorkerCrashedError, match=r"#1 par_map\(die_on_3, workers=2\)") as info:
-        stream.to_list()
-    assert time.monotonic() - t0 < 5
-    assert "3" in str(info.value)
-    res.check()
+    with assert_no_leaks(grace=2.0):
+        stream = snake.from_iterable(range(10)).par_map(funcs.die_on_3, workers=2)
+        t0 = time.monotonic()
+        with pytest.raises(snake.WorkerCrashedError, match=r"#1 par_map\(die_on_3, workers=2\)") as info:
+            stream.to_list()
+        assert time.monotonic() - t0 < 5
+        assert "3" in str(info.value)
 
 
 def test_unpicklable_item_names_the_stage() -> None:
@@ -142,13 +139,12 @@ def test_unpicklable_item_names_the_stage() -> None:
 
 
 def test_keyboard_interrupt_in_sync_loop_stops_thread_and_workers() -> None:
-    res = Resources()
-    stream = snake.from_iterable([0.01] * 10**6).par_map(funcs.sleep_then_return, workers=2)
-    with pytest.raises(KeyboardInterrupt):
-        for i, _ in enumerate(stream):
-            if i == 5:
-                raise KeyboardInterrupt
-    res.check()
+    with assert_no_leaks(grace=2.0):
+        stream = snake.from_iterable([0.01] * 10**6).par_map(funcs.sleep_then_return, workers=2)
+        with pytest.raises(KeyboardInterrupt):
+            for i, _ in enumerate(stream):
+                if i == 5:
+                    raise KeyboardInterrupt
 
 
 CTRL_C_SCRIPT = textwrap.dedent(

@@ -132,7 +132,7 @@ def test_empty_parquet_file(tmp_path: Path) -> None:
     assert s.shard(rank=1, world_size=2, equal=True).repeat(2).to_list() == []
 
 
-async def test_break_stops_the_readers(dataset: Path, resources) -> None:  # type: ignore[no-untyped-def]
+async def test_break_stops_the_readers(dataset: Path, no_leaks: None) -> None:
     s = snake.from_parquet(str(dataset / "*.parquet"), batch_rows=1, readers=3).repeat()
     with trio.fail_after(10):
         async with s.open() as items:

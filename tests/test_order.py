@@ -206,7 +206,7 @@ def test_error_in_an_epoch_names_the_epoch() -> None:
     assert "snake: in epoch 1 of repeat()" in notes
 
 
-async def test_break_cancels_an_endless_repeat(resources) -> None:  # type: ignore[no-untyped-def]
+async def test_break_cancels_an_endless_repeat(no_leaks: None) -> None:
     s = snake.from_iterable(range(100)).par_map(funcs.inc, workers=2, backend="thread").repeat()
     got = []
     async with s.open() as items:

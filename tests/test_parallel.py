@@ -13,24 +13,10 @@ import numpy as np
 import psutil
 import pytest
 import trio
-from conftest import Resources
 
 import snake
 from snake._workers import shm as _shm
-
-
-def shm_entries() -> set[str]:
-    """This process's shared-memory files (other test runs may share /dev/shm)."""
-    return {n for n in os.listdir(_shm.SHM_DIR) if n.startswith(f"snake-{os.getpid()}-")}
-
-
-@pytest.fixture
-def no_leaks():  # type: ignore[no-untyped-def]
-    res = Resources()
-    shm_before = shm_entries()
-    yield
-    res.check(within=2.0)
-    assert shm_entries() - shm_before == set()
+from snake.testing import assert_no_leaks
 
 
 @pytest.mark.parametrize("fn", [funcs.die_on_3, funcs.segfault_on_3, funcs.sigkill_on_3])
@@ -212,25 +198,24 @@ def test_stale_segments_of_dead_processes_are_removed() -> None:
 
 
 def test_worker_pool_keeps_workers_warm_across_runs() -> None:
-    res = Resources()
-    with snake.WorkerPool(2) as pool:
-        stream = snake.from_iterable(range(200)).par_map(funcs.pid_of, pool=pool)
-        assert "pool=<WorkerPool>" in repr(stream)
-        first = set(stream.to_list())
-        workers = pool._idle_pids()
-        assert first <= workers and 1 <= len(workers) <= 2
-        assert workers <= {p.pid for p in psutil.Process().children(recursive=True)}
+    with assert_no_leaks(grace=2.0):
+        with snake.WorkerPool(2) as pool:
+            stream = snake.from_iterable(range(200)).par_map(funcs.pid_of, pool=pool)
+            assert "pool=<WorkerPool>" in repr(stream)
+            first = set(stream.to_list())
+            workers = pool._idle_pids()
+            assert first <= workers and 1 <= len(workers) <= 2
+            assert workers <= {p.pid for p in psutil.Process().children(recursive=True)}
 
-        async def third() -> set[int]:
-            return set(await stream.collect())
+            async def third() -> set[int]:
+                return set(await stream.collect())
 
-        # Later runs (sync and async) use the same processes: none is started again.
-        # (Which of the warm workers a run's items land on depends on scheduling.)
-        assert set(stream.to_list()) | trio.run(third) <= workers
-        assert pool._idle_pids() == workers
-        assert pool.statistics().idle_workers == len(workers)
-    assert pool.statistics() == snake.WorkerPoolStatistics(0, 0)
-    res.check(within=2.0)
+            # Later runs (sync and async) use the same processes: none is started again.
+            # (Which of the warm workers a run's items land on depends on scheduling.)
+            assert set(stream.to_list()) | trio.run(third) <= workers
+            assert pool._idle_pids() == workers
+            assert pool.statistics().idle_workers == len(workers)
+        assert pool.statistics() == snake.WorkerPoolStatistics(0, 0)
 
 
 def test_worker_pool_misuse_is_a_clear_error() -> None:

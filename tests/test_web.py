@@ -34,7 +34,6 @@ import numpy as np
 import psutil
 import pytest
 import trio
-from conftest import Resources
 
 import snake
 from snake._engine.chan import CHANNEL_CHUNKS
@@ -559,7 +558,7 @@ def fail_at_3000(i: int) -> tuple[int, int]:
 
 
 async def test_a_pipeline_error_mid_stream_cuts_the_response_and_logs_the_original_exception(
-    caplog: pytest.LogCaptureFixture, resources: Resources
+    caplog: pytest.LogCaptureFixture, no_leaks: None
 ) -> None:
     # In this process, so that the route can be added and the log read.
     import hypercorn.trio
