@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -27,6 +28,12 @@ def child_processes() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+#: The repository's root, and this directory (which holds the helper modules that tests
+#: and their worker processes import: funcs, chaos_funcs, cli_pipelines, ...).
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import sys
 import types
 
 LIGHT = {
+    "snake._buffers",
+    "snake._buffers.reuse",
     "snake._engine",
     "snake._engine.errors",
     "snake._workers.shm",

@@ -12,6 +12,7 @@ import time
 import funcs
 import pytest
 import trio
+from conftest import TESTS
 
 import snake
 from snake.testing import assert_no_leaks
@@ -171,7 +172,7 @@ def test_real_ctrl_c_during_for_loop(tmp_path: object) -> None:
 
     script = os.path.join(str(tmp_path), "ctrl_c.py")
     with open(script, "w") as f:
-        f.write(CTRL_C_SCRIPT.format(tests=os.path.dirname(__file__)))
+        f.write(CTRL_C_SCRIPT.format(tests=str(TESTS)))
     proc = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"

@@ -34,12 +34,13 @@ import numpy as np
 import psutil
 import pytest
 import trio
+from conftest import REPO
 
 import snake
 from snake._engine.chan import CHANNEL_CHUNKS
 from snake._engine.util import CHUNK_CAP
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 EXAMPLE = ROOT / "examples" / "web_service.py"
 #: The spec: "no task, thread or worker job is left running within 1 s".
 CLEANUP_S = 1.0

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import funcs
 import numpy as np
 import pytest
 import trio
+from conftest import REPO
 from hypothesis import HealthCheck, Phase, assume, find, given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +34,7 @@ from snake.testing import Pipeline, _leaks, assert_no_leaks, check_stage, check_
 from snake.testing._model import Tail, multiset_diff, same_list
 from snake.testing._pipelines import _build, _Op
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 FEW = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: For stages that fail on (almost) any input: no shrinking, a handful of examples. The
 #: seed is fixed (derandomize, which also leaves out the example database): a test must not

@@ -127,3 +127,20 @@ def test_the_checker_sees_imports_and_ignores_type_checking_ones(tmp_path: Path)
     # the checks above must be able to fail: this module's own imports are found
     assert "snake._engine.run" in imports(SRC / "_embed" / "sync.py")
     assert "snake._stream" not in imports(SRC / "_engine" / "run.py")
+
+
+def test_the_worker_side_imports_only_light_modules() -> None:
+    # The launcher imports these without snake's engine (no trio): see _workers/boot.py.
+    from snake._workers.boot import LIGHT
+
+    g = graph()
+    todo = ["snake._workers.launcher", "snake._workers.remote"]
+    seen: set[str] = set()
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        todo.extend(d for d in g[m] if d != "snake")
+    assert seen <= LIGHT, f"imported by the worker side but not light: {sorted(seen - LIGHT)}"
+

@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 import snake
 import snake.kernels
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO)
 
 #: Submodules imported on demand (``import snake.aio``): not in ``__all__``, and not
 #: imported by ``import snake``; once imported they are attributes of the package.

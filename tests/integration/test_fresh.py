@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO, TESTS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 EXAMPLES = ROOT / "examples"
-RUNNER = Path(__file__).resolve().parent / "fresh_runner.py"
+RUNNER = TESTS / "fresh_runner.py"
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="needs /proc and PR_SET_CHILD_SUBREAPER"

@@ -16,11 +16,12 @@ import funcs
 import psutil
 import pytest
 import trio
+from conftest import REPO
 
 import snake
 from snake._workers import procs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 def run_child(code: str, *, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

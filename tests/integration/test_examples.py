@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from conftest import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 EXAMPLES = ROOT / "examples"
 
 #: Fragments of each example's stdout that show it did its job.

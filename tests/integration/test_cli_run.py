@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
+
+ROOT = str(REPO)
 PIPELINES = os.path.join("tests", "cli_pipelines.py")
 
 

@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO)
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

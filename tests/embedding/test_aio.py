@@ -21,7 +21,7 @@ from typing import Any
 import funcs
 import pytest
 import trio
-from conftest import child_processes
+from conftest import REPO, child_processes
 
 import snake
 import snake.aio
@@ -29,7 +29,7 @@ from snake._embed import aio as _aio
 from snake._engine import tasks
 from snake.testing import assert_no_leaks
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO)
 
 
 def idle_runtime() -> snake.aio.RuntimeStatistics:

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -30,12 +29,13 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+from conftest import REPO
 from starlette.requests import ClientDisconnect
 
 import snake
 import snake.aio
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 EXAMPLE = ROOT / "examples" / "web_asyncio.py"
 #: The spec: the pipeline of a client that left is cancelled within 1 s.
 CLEANUP_S = 1.0

@@ -14,11 +14,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import trio
+from conftest import REPO
 
 from snake import WorkerPool
 from snake._cli.dataset import FEATURES, decode_group, run_dataset_demo, write_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 def snake_cmd(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -45,16 +45,16 @@ def test_in_flight_process_work_is_abandoned_promptly(how: str) -> None:
         return time.monotonic() - stop_at
 
     with assert_no_leaks(grace=1.0):
-        assert trio.run(main) < 1.0
+        assert trio.run(main) < 10.0  # the items in flight take 60 s each: abandoned
 
 
-def test_closing_open_sync_with_work_in_workers_returns_within_a_second() -> None:
+def test_closing_open_sync_abandons_the_work_in_workers() -> None:
     stream = snake.from_iterable([0.0, 0.0] + [60.0] * 10).par_map(funcs.sleep_then_return, workers=2)
     with assert_no_leaks(grace=1.0):
         with stream.open_sync() as items:
             assert next(items) == 0.0
             t0 = time.monotonic()
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < 10.0  # the items in flight take 60 s each: abandoned
 
 
 def test_thread_backend_cancels_after_the_unit_in_flight() -> None:
@@ -67,8 +67,9 @@ def test_thread_backend_cancels_after_the_unit_in_flight() -> None:
             if i == 3:
                 t0 = time.monotonic()
                 break
-        # Threads cannot be killed: cancellation waits for the short unit in flight.
-        assert time.monotonic() - t0 < 1.0
+        # Threads cannot be killed: cancellation waits for the short unit in flight
+        # (0.3 s an item), not for the 15 s of the rest.
+        assert time.monotonic() - t0 < 5.0
 
 
 async def test_cancel_scope_around_open_in_a_trio_program() -> None:
