@@ -52,3 +52,14 @@ def test_benchmark_runs(script: str, tmp_path: object) -> None:
         data = json.load(f)
     assert data["machine"]["cpus"] >= 1
     assert data["results"], data
+
+
+def test_run_all_runs_the_named_benchmarks_and_prints_their_ratio_lines(tmp_path: object) -> None:
+    proc = run(os.path.join("bench", "run_all.py"), "--quick", "--json-dir", str(tmp_path), "overhead")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert re.match(r"^overhead \(\d+\.\d s, ok\)$", lines[0]), lines
+    assert any(re.match(r"^  .*\(floor .*\) (OK|BELOW FLOOR)$", ln) for ln in lines[1:]), lines
+    assert os.path.exists(os.path.join(str(tmp_path), "overhead.json"))
+    proc = run(os.path.join("bench", "run_all.py"), "nonesuch")
+    assert proc.returncode == 2 and "no benchmark ['nonesuch']" in proc.stderr

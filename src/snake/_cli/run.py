@@ -1,4 +1,4 @@
-"""``snake run module:attr`` and ``snake bench``: the command's subcommands beyond the demo."""
+"""``snake run module:attr``: run a user's pipeline with progress and the report."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import argparse
 import importlib
 import importlib.util
 import os
-import re
-import subprocess
 import sys
 import time
 import traceback
@@ -152,58 +150,6 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_dir() -> Path | None:
-    """``bench/`` of a source checkout: the current directory's (the repository root, as
-    the README's commands run), else the one this snake is installed from (editable)."""
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        bench = root / "bench"
-        if (bench / "_common.py").is_file():
-            return bench
-    return None
-
-
-_RATIO = re.compile(r"\(floor .*\) (OK|BELOW FLOOR)$")
-
-
-def bench_command(args: argparse.Namespace) -> int:
-    bench = bench_dir()
-    if bench is None:
-        print(
-            "snake bench: needs a source checkout of snake: run it from the repository root "
-            f"(no bench/ in {Path.cwd()} nor next to {Path(__file__).resolve().parents[1]})",
-            file=sys.stderr,
-        )
-        return 2
-    scripts = sorted(p for p in bench.glob("*.py") if not p.name.startswith("_"))
-    if args.names:
-        wanted = {n.removesuffix(".py") for n in args.names}
-        unknown = wanted - {p.stem for p in scripts}
-        if unknown:
-            known = ", ".join(p.stem for p in scripts)
-            print(f"snake bench: no benchmark {sorted(unknown)}; there are: {known}", file=sys.stderr)
-            return 2
-        scripts = [p for p in scripts if p.stem in wanted]
-    failed = 0
-    for script in scripts:
-        cmd = [sys.executable, str(script)]
-        if args.quick:
-            cmd.append("--quick")
-        if args.json_dir:
-            cmd += ["--json", os.path.join(args.json_dir, f"{script.stem}.json")]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=bench.parent)
-        took = time.perf_counter() - t0
-        lines = [ln for ln in proc.stdout.splitlines() if _RATIO.search(ln)]
-        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-        print(f"{script.stem} ({took:.1f} s, {status})")
-        for line in lines:
-            print(f"  {line}")
-        if proc.returncode != 0:
-            failed += 1
-            sys.stderr.write(proc.stderr[-4000:])
-    return 1 if failed else 0
-
-
 def add_parsers(sub: Any) -> None:
     run = sub.add_parser(
         "run",
@@ -217,19 +163,3 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("target", metavar="module:attr", help="e.g. mypkg.data:train_stream, or path/file.py:stream")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=run_command)
-
-    bench = sub.add_parser(
-        "bench",
-        help="run the benchmarks of a source checkout (bench/*.py) and print their ratio lines",
-        description=(
-            "Run bench/*.py of a source checkout (the current directory's, else the one snake "
-            "is installed from in editable mode; a wheel has no bench/) and print each one's "
-            "ratio lines against its floor."
-        ),
-    )
-    bench.add_argument("names", nargs="*", help="benchmarks to run (default: all), e.g. overhead seed")
-    bench.add_argument("--quick", action="store_true", help="small, fast runs (as the tests use)")
-    bench.add_argument(
-        "--json-dir", default=None, help="write each JSON result here instead of bench/results/"
-    )
-    bench.set_defaults(func=bench_command)
