@@ -44,9 +44,12 @@ def run_child(code: str, *, env: dict[str, str] | None = None, timeout: float = 
 def test_later_pipelines_reuse_the_cached_workers() -> None:
     stream = snake.from_iterable(range(40)).par_map(funcs.pid_of, workers=2)
     first = set(stream.to_list())
-    assert first <= procs.kept_pids()  # back in the cache, idle
+    kept = procs.kept_pids()
+    assert first <= kept  # back in the cache, idle
+    # Under load one worker may have served the whole first run: the later runs use
+    # the cached ones, whichever served.
     again = set(stream.to_list()) | set(trio.run(stream.collect))
-    assert again <= first
+    assert again <= kept
 
 
 def test_a_stall_is_logged_with_the_stage_the_item_and_the_worker_stack(
