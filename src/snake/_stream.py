@@ -15,7 +15,8 @@ from ._buffers.collate import check_buckets, check_collate, check_pad_value
 from ._embed.sync import SyncItems, open_sync
 from ._engine.epoch import check_seed
 from ._engine.errors import ErrorMode, ErrorPolicy
-from ._engine.run import Items, open_pipeline
+from ._engine.resume import check_state
+from ._engine.run import Items, open_pipeline, stage_labels
 from ._engine.spec import SourceSpec, Spec, chain_repr
 from ._engine.util import check_bool, check_callable, check_importable, check_int, check_picklable
 from ._ops.buffer import Prefetch
@@ -38,7 +39,7 @@ from ._ops.observe import Monitor, Progress
 from ._ops.order import Shard, Shuffle, resolve_shard
 from ._ops.parallel import Backend, ParMap, ParThen
 from ._ops.source import FromAsyncIterable, FromIterable
-from ._plan import plan
+from ._plan import Plan, plan
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._workers.procs import preload as preload_in_workers
 
@@ -516,21 +517,39 @@ class Stream(Generic[T]):
         return self._then(Progress(total, desc))
 
     # -- running ---------------------------------------------------------------------
-    def open(self) -> AbstractAsyncContextManager[Items[T]]:
+    def open(self, *, state_dict: dict[str, Any] | None = None) -> AbstractAsyncContextManager[Items[T]]:
         """Run the pipeline in a trio nursery: ``async with stream.open() as items:``.
 
         ``items`` is an async iterator (a trio ``ReceiveChannel``). Leaving the
         block, normally or by an exception, cancels every stage and waits for
         them; a stage's exception comes out of the block unchanged, with a note
         naming the stage and the item.
-        """
-        p = plan(self._specs)
-        return open_pipeline(list(p.specs), p.notes)
 
-    def open_sync(self) -> AbstractContextManager[SyncItems[T]]:
-        """Run the pipeline in a helper thread: ``with stream.open_sync() as items:``."""
+        ``state_dict``: a checkpoint of this pipeline, from ``items.state_dict()``, to
+        resume from: the items come as an uninterrupted run would have given them
+        after it. A checkpoint of another pipeline raises ``ValueError`` naming the
+        first stage that differs.
+        """
+        p = self._planned(state_dict)
+        return open_pipeline(list(p.specs), p.notes, state_dict)
+
+    def open_sync(self, *, state_dict: dict[str, Any] | None = None) -> AbstractContextManager[SyncItems[T]]:
+        """Run the pipeline in a helper thread: ``with stream.open_sync() as items:``.
+
+        ``state_dict``: a checkpoint to resume from, as for :meth:`open`.
+        """
+        p = self._planned(state_dict)
+        return open_sync(list(p.specs), p.notes, state_dict)
+
+    def _planned(self, state_dict: dict[str, Any] | None) -> Plan:
+        """The plan to run; a checkpoint to resume from is checked against it here, at the call."""
         p = plan(self._specs)
-        return open_sync(list(p.specs), p.notes)
+        if state_dict is not None:
+            check_state(state_dict, stage_labels(list(p.specs)))
+            check = getattr(p.specs[0], "check_resumable", None)
+            if check is not None:
+                check()
+        return p
 
     def __iter__(self) -> Iterator[T]:
         """``for x in stream:`` runs the pipeline in a helper thread (see ``open_sync``)."""
@@ -566,15 +585,20 @@ class Stream(Generic[T]):
             return list(items)
 
 
-def from_iterable(iterable: Iterable[T], /) -> Stream[T]:
+def from_iterable(iterable: Iterable[T] | Callable[[], Iterable[T]], /) -> Stream[T]:
     """A stream of the items of a sync iterable, iterated on the event loop.
 
     Iterating it must be cheap (a ``range``, a list, a fast generator): slow
     reads belong in ``par_then`` or ``from_async_iterable``. A generator can only
-    be iterated once, so a stream built on one can only be opened once.
+    be iterated once, so a stream built on one can only be opened once; pass a
+    function of no arguments that returns the iterable (a generator function, say)
+    to get a stream that can be opened again, for every epoch of ``repeat()`` and to
+    resume from a checkpoint.
     """
     if not isinstance(iterable, Iterable):
-        raise TypeError(f"from_iterable: {iterable!r} is not iterable")
+        if not callable(iterable):
+            raise TypeError(f"from_iterable: {iterable!r} is neither iterable nor a function returning an iterable")
+        check_callable("from_iterable", iterable, want_async=False)
     return Stream((FromIterable(iterable),))
 
 

@@ -106,7 +106,7 @@ def test_thread_backend_accepts_lambdas() -> None:
 
 
 def test_source_validation() -> None:
-    with pytest.raises(TypeError, match="from_iterable: 3 is not iterable"):
+    with pytest.raises(TypeError, match="from_iterable: 3 is neither iterable nor a function returning an iterable"):
         snake.from_iterable(3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="from_async_iterable: 3 is neither"):
         snake.from_async_iterable(3)  # type: ignore[arg-type]

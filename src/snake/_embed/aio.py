@@ -34,9 +34,9 @@ import attrs
 import outcome
 import trio
 
-from .._engine import tasks
+from .._engine import resume, tasks
 from .._engine.handle import ChunkReader
-from .._engine.run import Items, open_pipeline
+from .._engine.run import Items, open_pipeline, stage_labels
 from .._engine.stats import PipelineStatistics
 from .sync import HANDOFF_CHUNKS, HANDOFF_LOW_WATER
 
@@ -72,10 +72,17 @@ class RuntimeStatistics:
 class _Pipe:
     """One pipeline's state, shared by its trio task and its asyncio consumer (one thread)."""
 
-    def __init__(self, runtime: _Runtime, specs: list[Any], notes: tuple[str, ...]) -> None:
+    def __init__(
+        self, runtime: _Runtime, specs: list[Any], notes: tuple[str, ...], state: dict[str, Any] | None
+    ) -> None:
         self.runtime = runtime
         self.specs = specs
         self.notes = notes
+        self.state = state
+        #: Items moved into the consumers' buffer in the epoch (for checkpoints).
+        self.taken = int(state["received"]) if state is not None else 0
+        #: The consumers' handle, weakly: it refers to this pipe.
+        self.reader: weakref.ref[AsyncioItems[Any]] | None = None
         self.chunks: deque[list[Any]] = deque()
         self.items: Items[Any] | None = None
         self.scope: trio.CancelScope | None = None
@@ -97,8 +104,9 @@ class _Pipe:
                 self.scope = scope
                 if self.cancel_requested:
                     scope.cancel()
-                async with open_pipeline(self.specs, self.notes) as items:
+                async with open_pipeline(self.specs, self.notes, self.state) as items:
                     self.items = items
+                    items._ctx.delivered = self.delivered
                     while True:
                         chunk = await items.receive_chunk()
                         if chunk is None:
@@ -120,6 +128,11 @@ class _Pipe:
             self.finish()
         else:
             self.finish()
+
+    def delivered(self) -> int:
+        """Items the asyncio consumers have received."""
+        reader = self.reader() if self.reader is not None else None
+        return self.taken - (len(reader._buf) - reader._pos if reader is not None else 0)
 
     def cancel(self) -> None:
         # Scheduled by the consumer through the runtime's token (trio's run_sync_soon).
@@ -400,7 +413,7 @@ class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
     asyncio tasks may read one ``AsyncioItems`` at once: each item goes to one of them.
     """
 
-    __slots__ = ("_pipe", "_wait_s")
+    __slots__ = ("__weakref__", "_pipe", "_wait_s")
 
     def __init__(self, pipe: _Pipe) -> None:
         super().__init__()
@@ -419,6 +432,7 @@ class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
                 return True
             if pipe.chunks:
                 self._buf, self._pos = pipe.chunks.popleft(), 0
+                pipe.taken += len(self._buf)
                 if pipe.room is not None and len(pipe.chunks) <= HANDOFF_LOW_WATER:
                     pipe.wake_producer()
                 return True
@@ -453,6 +467,16 @@ class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
             return None
         return self._take_buffered()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The pipeline's position right after the last item received, to resume from
+        with ``snake.aio.open(stream, state_dict=...)`` (see ``snake.Items.state_dict``)."""
+        pipe = self._pipe
+        items = pipe.items
+        if items is None:  # not started yet: where it starts
+            return pipe.state if pipe.state is not None else resume.start_state(stage_labels(pipe.specs))
+        # trio runs its guest ticks on this thread: the stages do not change meanwhile.
+        return resume.state_dict(items._ctx, self._pipe.delivered())
+
     def statistics(self) -> PipelineStatistics:
         """Per-stage counters of this run so far (see ``snake.Items.statistics()``); the
         consumer's wait is the time this asyncio task waited for chunks."""
@@ -472,11 +496,12 @@ class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
 
 @final
 class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
-    __slots__ = ("_entered", "_notes", "_pipe", "_specs")
+    __slots__ = ("_entered", "_notes", "_pipe", "_specs", "_state")
 
-    def __init__(self, specs: list[Any], notes: tuple[str, ...]) -> None:
+    def __init__(self, specs: list[Any], notes: tuple[str, ...], state: dict[str, Any] | None) -> None:
         self._specs = specs
         self._notes = notes
+        self._state = state
         self._entered = False
         self._pipe: _Pipe | None = None
 
@@ -492,7 +517,7 @@ class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
                 "under trio use 'async with stream.open() as items:'"
             ) from None
         runtime = await _acquire(loop)
-        pipe = _Pipe(runtime, self._specs, self._notes)
+        pipe = _Pipe(runtime, self._specs, self._notes, self._state)
         try:
             runtime.spawn(pipe)
         except BaseException:
@@ -500,7 +525,9 @@ class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
             await _release(runtime)
             raise
         self._pipe = pipe
-        return AsyncioItems(pipe)
+        reader: AsyncioItems[Any] = AsyncioItems(pipe)
+        pipe.reader = weakref.ref(reader)
+        return reader
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -524,9 +551,12 @@ class _Open(AbstractAsyncContextManager[AsyncioItems[T]]):
             raise pipe.error
 
 
-def open_specs(specs: list[Any], notes: tuple[str, ...] = ()) -> AbstractAsyncContextManager[AsyncioItems[Any]]:
-    """The pipeline of ``specs`` (planned), to open from asyncio (see ``snake.aio.open``)."""
-    return _Open(specs, notes)
+def open_specs(
+    specs: list[Any], notes: tuple[str, ...] = (), state: dict[str, Any] | None = None
+) -> AbstractAsyncContextManager[AsyncioItems[Any]]:
+    """The pipeline of ``specs`` (planned), to open from asyncio (see ``snake.aio.open``),
+    from checkpoint ``state`` if given."""
+    return _Open(specs, notes, state)
 
 
 def statistics() -> RuntimeStatistics:

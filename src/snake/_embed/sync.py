@@ -8,6 +8,7 @@ and joins the helper thread before returning: nothing outlives the block.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections import deque
@@ -18,6 +19,7 @@ from typing import Any, Generic, TypeVar, final
 import attrs
 import trio
 
+from .._engine import resume
 from .._engine.run import Items, open_pipeline
 from .._engine.spec import Spec
 from .._engine.stats import PipelineStatistics
@@ -35,9 +37,14 @@ _JOIN_TIMEOUT_S = 30.0
 
 
 class _Bridge:
-    def __init__(self, specs: list[Spec], notes: tuple[str, ...]) -> None:
+    def __init__(self, specs: list[Spec], notes: tuple[str, ...], state: dict[str, Any] | None) -> None:
         self._specs = specs
         self._notes = notes
+        self._state = state
+        #: Items of the chunks the consumer has gone through, and the chunk it is in
+        #: (its length and iterator): what it has received, for checkpoints.
+        self.taken = int(state["received"]) if state is not None else 0
+        self.current: tuple[int, Iterator[Any]] | None = None
         self._cond = threading.Condition(threading.Lock())
         self._chunks: deque[list[Any]] = deque()
         self._finished = False
@@ -81,8 +88,9 @@ class _Bridge:
         self._room = trio.Event()
         with trio.CancelScope() as scope:
             self._scope = scope
-            async with open_pipeline(self._specs, self._notes) as items:
+            async with open_pipeline(self._specs, self._notes, self._state) as items:
                 self._items = items
+                items._ctx.delivered = lambda: self.taken  # what the consumer surely has
                 self._started.set()
                 while True:
                     chunk = await items.receive_chunk()
@@ -136,6 +144,26 @@ class _Bridge:
         self._thread.join()
         self.raise_pending()
 
+    def delivered(self) -> int:
+        """Items the consumer has received (called from its thread)."""
+        current = self.current
+        if current is None:
+            return self.taken
+        n, it = current
+        return self.taken + n - operator.length_hint(it)
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self._items is not None
+        ctx, n = self._items._ctx, self.delivered()
+        token = self._token
+        if self._thread.is_alive() and token is not None:
+            try:
+                # In the trio thread, where the stages change: between two of their steps.
+                return trio.from_thread.run_sync(resume.state_dict, ctx, n, trio_token=token)
+            except trio.RunFinishedError:
+                pass
+        return resume.state_dict(ctx, n)
+
     def statistics(self) -> PipelineStatistics:
         if self._items is None:
             return PipelineStatistics(())
@@ -174,6 +202,7 @@ class _Bridge:
         # back to it: a cycle that only the garbage collector frees).
         with self._cond:
             self._chunks.clear()
+        self.current = None
 
 
 @final
@@ -191,6 +220,11 @@ class SyncItems(Iterator[T], Generic[T]):
         while the pipeline runs may be a few items apart between stages)."""
         return self._bridge.statistics()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The pipeline's position right after the last item this loop received, to
+        resume from with ``stream.open_sync(state_dict=...)`` (see ``Items.state_dict``)."""
+        return self._bridge.state_dict()
+
     def report(self) -> str:
         """A short text naming the stage that limits throughput and why (see
         ``Items.report()``), with the time this loop waited for items."""
@@ -207,17 +241,24 @@ class SyncItems(Iterator[T], Generic[T]):
 
 
 def _flatten(bridge: _Bridge) -> Iterator[Any]:
-    # ``yield from`` a list costs a few tens of ns per item: no per-item locking.
+    # ``yield from`` a list costs a few tens of ns per item: no per-item locking. The
+    # chunk's iterator says how far the consumer got in it (for checkpoints).
     for chunk in bridge.chunks():
-        yield from chunk
-        del chunk  # not kept in this frame, which a pipeline error would hold
+        it = iter(chunk)
+        bridge.current = (len(chunk), it)
+        yield from it
+        bridge.taken += len(chunk)
+        bridge.current = None
+        del chunk, it  # not kept in this frame, which a pipeline error would hold
 
 
 @contextmanager
-def open_sync(specs: list[Spec], notes: tuple[str, ...] = ()) -> Iterator[SyncItems[Any]]:
-    """Run the pipeline of ``specs`` (planned) in a helper thread; yield an iterator
-    over its items."""
-    bridge = _Bridge(specs, notes)
+def open_sync(
+    specs: list[Spec], notes: tuple[str, ...] = (), state: dict[str, Any] | None = None
+) -> Iterator[SyncItems[Any]]:
+    """Run the pipeline of ``specs`` (planned) in a helper thread, from checkpoint
+    ``state`` if given; yield an iterator over its items."""
+    bridge = _Bridge(specs, notes, state)
     bridge.start()
     try:
         yield SyncItems(bridge)

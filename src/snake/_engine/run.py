@@ -10,15 +10,25 @@ from typing import Any, TypeVar, final
 
 import trio
 
+from . import resume
 from .chan import Chunk, Inbox, open_chunk_channel
 from .handle import ChunkReader
+from .resume import Pending, Resumable, check_state
 from .spec import Fused, InlineSpec, SourceSpec, Spec, TaskSpec
 from .stats import CounterSource, PipelineStatistics, StageCounters, snapshot
 from .util import CHUNK_CAP, spawn
 
 T = TypeVar("T")
 
+#: Every this many chunks received, the stages forget what they kept for checkpoints
+#: before the consumer's position (see ``resume.prune``).
+PRUNE_EVERY = 16
+
 _log = logging.getLogger("snake.pipeline")
+
+
+def _nothing() -> int:
+    return 0
 
 
 class Context:
@@ -26,18 +36,38 @@ class Context:
 
     __slots__ = (
         "_counters",
+        "_index",
+        "base",
         "closed",
         "consumer_wait_s",
+        "delivered",
+        "entries",
         "hosts",
         "labels",
         "notes",
         "opened",
         "received",
+        "resumables",
         "sources",
     )
 
-    def __init__(self, labels: list[str], notes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, labels: list[str], notes: tuple[str, ...] = (), entries: list[dict[str, Any]] | None = None
+    ) -> None:
         self.labels = labels
+        self._index = {label: i for i, label in enumerate(labels)}
+        #: For checkpoints: what each stage answers (see ``resume.py``); a stage that has
+        #: not started yet has given nothing and answers as a one-to-one stage would.
+        self.resumables: list[Resumable] = (
+            [Resumable() for _ in labels] if entries is None else [Pending(e) for e in entries]
+        )
+        #: The checkpoint this run resumes from, one entry per stage (None: from the start),
+        #: and the items the consumer had then: counts of items received are the epoch's.
+        self.entries = entries
+        self.base = 0
+        #: How many items the consumer has surely received (for pruning checkpoint
+        #: ledgers): the handle's own count, or a bridge's to the consumer beyond it.
+        self.delivered: Callable[[], int] = _nothing
         #: What the plan decided (see ``snake._plan``).
         self.notes = notes
         self._counters = {label: StageCounters() for label in labels}
@@ -55,6 +85,13 @@ class Context:
 
     def label(self, index: int) -> str:
         return self.labels[index]
+
+    def resumable(self, label: str, stage: Resumable) -> dict[str, Any] | None:
+        """Register the checkpoint side of the stage ``label``; its checkpoint entry to
+        resume from, if this run resumes."""
+        i = self._index[label]
+        self.resumables[i] = stage
+        return self.entries[i] if self.entries is not None else None
 
     def counters(self, label: str) -> StageCounters:
         return self._counters[label]
@@ -94,12 +131,32 @@ class Items(ChunkReader[T], trio.abc.ReceiveChannel[T]):
     the next chunk.
     """
 
-    __slots__ = ("_ctx", "_inbox")
+    __slots__ = ("_ctx", "_fetches", "_inbox")
 
     def __init__(self, inbox: Inbox, ctx: Context) -> None:
         super().__init__()
         self._inbox = inbox
         self._ctx = ctx
+        self._fetches = 0
+        ctx.delivered = self._delivered
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pipeline's position right after the last item received, to resume from
+        with ``stream.open(state_dict=...)`` (also ``open_sync``, ``snake.aio.open``).
+
+        A plain ``dict`` of ints, strings and lists (``json`` and ``torch.save`` keep
+        it as it is), whose size does not grow with the position. It can be taken
+        between any two items. Resuming gives exactly the items an uninterrupted run
+        would have given after that point: in the same order for an ordered pipeline;
+        for one with ``ordered=False`` stages, the items that complete it. See
+        docs/tutorial.md, "Checkpoints".
+        """
+        return resume.state_dict(self._ctx, self._delivered())
+
+    def _delivered(self) -> int:
+        """Items the consumer has received in the epoch (before a checkpoint resumed from too)."""
+        ctx = self._ctx
+        return ctx.base + ctx.received - (len(self._buf) - self._pos)
 
     async def _refill(self) -> bool:
         chunk = await self._fetch()
@@ -133,6 +190,9 @@ class Items(ChunkReader[T], trio.abc.ReceiveChannel[T]):
     async def _fetch(self) -> Chunk | None:
         # Per chunk, never per item: the consumer's wait is the time spent here.
         ctx = self._ctx
+        self._fetches += 1
+        if not self._fetches % PRUNE_EVERY:
+            resume.prune(ctx, ctx.delivered())
         t0 = time.perf_counter()
         chunk = await self._inbox.receive()
         t1 = time.perf_counter()
@@ -223,11 +283,16 @@ def pick_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 @asynccontextmanager
-async def open_pipeline(specs: list[Spec], notes: tuple[str, ...] = ()) -> AsyncIterator[Items[Any]]:
+async def open_pipeline(
+    specs: list[Spec], notes: tuple[str, ...] = (), state: dict[str, Any] | None = None
+) -> AsyncIterator[Items[Any]]:
     """Start every stage of ``specs`` (planned) in one nursery; yield the consumer's
-    ``Items``. ``notes``: the plan's, for ``statistics().plan``."""
+    ``Items``. ``notes``: the plan's, for ``statistics().plan``; ``state``: a checkpoint
+    of the same pipeline to resume from."""
     labels = stage_labels(specs)
-    ctx = Context(labels, notes)
+    ctx = Context(labels, notes, check_state(state, labels) if state is not None else None)
+    if state is not None:
+        ctx.base = int(state["received"])
     error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -241,6 +306,9 @@ async def open_pipeline(specs: list[Spec], notes: tuple[str, ...] = ()) -> Async
                     inline = specs[j]
                     assert isinstance(inline, InlineSpec)
                     op = inline.make(labels[j])
+                    entry = ctx.resumable(labels[j], op)
+                    if entry is not None:
+                        op.restore(entry)
                     ctx.sources[j] = op
                     ctx.hosts[j] = i
                     ops.append(op)
@@ -261,6 +329,7 @@ async def open_pipeline(specs: list[Spec], notes: tuple[str, ...] = ()) -> Async
                 yield items
             finally:
                 ctx.closed = ctx.closed or time.perf_counter()
+                ctx.delivered = _nothing  # it may refer to a bridge's buffers: not past the run
                 items._close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .resume import Resumable, refill_count
 from .util import CHUNK_CAP
 
 if TYPE_CHECKING:
@@ -65,10 +66,17 @@ class TaskSpec(Spec):
         """Consume ``inbox``, produce through ``fused`` into ``send``, then close it."""
 
 
-class Op(abc.ABC):
-    """One inline operator, applied to whole chunks. Stateful; one per run."""
+class Op(Resumable, abc.ABC):
+    """One inline operator, applied to whole chunks. Stateful; one per run.
 
-    __slots__ = ("budget", "busy_s", "done", "emitted", "label", "seen", "weight")
+    For checkpoints (see ``resume.py``) an operator is a :class:`Resumable`: the
+    defaults suit one that gives one output per input and keeps nothing, like
+    ``map``. ``seen`` is the number of its inputs, which a resumed operator takes up
+    from its checkpoint, so that error notes keep naming items by their number in
+    the epoch.
+    """
+
+    __slots__ = ("budget", "busy_s", "done", "emitted", "label", "refill_left", "seen", "selecting", "weight")
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -84,6 +92,11 @@ class Op(abc.ABC):
         self.budget: ErrorBudget | None = None
         #: Seconds spent in this operator (timed per chunk by :class:`Fused`).
         self.busy_s = 0.0
+        #: Items still to come that a buffering stage after it holds again on resume
+        #: (see ``resume.py``): passed on before the rest, not counted.
+        self.refill_left = 0
+        #: True while a resumed buffering operator picks its held items out of its input.
+        self.selecting = False
 
     @property
     def items_in(self) -> int:
@@ -108,6 +121,85 @@ class Op(abc.ABC):
         """Inputs needed to satisfy ``downstream`` outputs (None: no limit known)."""
         return downstream
 
+    def restore(self, entry: dict[str, Any]) -> None:
+        self.seen = int(entry["resume"])
+        self.refill_left = refill_count(entry)
+        if self.budget is not None:
+            self.budget.skipped = int(entry.get("skipped", 0))
+
+    def refill(self, items: Chunk) -> Chunk:
+        """``items``, which come again for a buffering stage after this one, as this
+        operator passes them (a ``map`` applies its function; most pass them as they are)."""
+        return items
+
+    def split_refill(self, chunk: Chunk) -> tuple[Chunk, Chunk]:
+        """``(refill items passed on, the rest of chunk)`` while refill items are due."""
+        k = min(self.refill_left, len(chunk))
+        self.refill_left -= k
+        return self.refill(chunk[:k]), chunk[k:]
+
+
+class HoldingOp(Op):
+    """An operator that holds items across chunks (``shuffle``, ``bucket_by_length``):
+    its checkpoint names the inputs it holds, and a resumed one takes them back first,
+    made again by the stages before it (``refill``) or picked out of their outputs as
+    they run again from the oldest one (``select``); see ``resume.py``."""
+
+    __slots__ = ("keep", "keep_until", "taken")
+
+    passes_refill = False
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label)
+        #: In "select" mode: input number -> its rank among the held ones (ascending),
+        #: until input number ``keep_until`` (the checkpoint's own).
+        self.keep: dict[int, int] = {}
+        self.keep_until = 0
+        #: Held items taken back so far in "refill" mode.
+        self.taken = 0
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        super().restore(entry)
+        held = [int(p) for p in entry.get("held", ())]
+        if not held:
+            return
+        self.take_back(held)
+        if entry.get("mode") == "select":
+            self.keep = {p: q for q, p in enumerate(sorted(held))}
+            self.keep_until = self.seen
+            self.seen = min(held)
+            self.selecting = True
+        else:
+            self.refill_left = len(held)
+
+    def take_back(self, held: list[int]) -> None:
+        """Make room for the items held at the checkpoint (numbers ``held``, in the order
+        the checkpoint gave them)."""
+
+    def put_back(self, rank: int, item: Any) -> None:
+        """Put back the held item whose number is the ``rank``-th smallest."""
+
+    def refill(self, items: Chunk) -> Chunk:
+        for k, x in enumerate(items, self.taken):
+            self.put_back(k, x)
+        self.taken += len(items)
+        return []
+
+    def select(self, chunk: Chunk) -> Chunk:
+        """In "select" mode: take the held items back out of ``chunk``; the rest of it."""
+        n = self.seen
+        k = min(len(chunk), self.keep_until - n)
+        keep = self.keep
+        for i in range(k):
+            rank = keep.get(n + i)
+            if rank is not None:
+                self.put_back(rank, chunk[i])
+        self.seen = n + k
+        if self.seen >= self.keep_until:
+            self.keep = {}
+            self.selecting = False
+        return chunk[k:]
+
 
 class Fused:
     """Adjacent inline operators run as one function over each chunk."""
@@ -125,8 +217,11 @@ class Fused:
         for op in self.ops:
             if not chunk:
                 return chunk
-            chunk = op(chunk)
-            op.emitted += len(chunk)
+            if op.refill_left or op.selecting:
+                chunk = _resuming(op, chunk)
+            else:
+                chunk = op(chunk)
+                op.emitted += len(chunk)
             t1 = perf()
             op.busy_s += t1 - t
             t = t1
@@ -163,11 +258,29 @@ class Fused:
         chunk: Chunk = []
         for op in self.ops:
             if chunk:
-                chunk = op(chunk)
+                if op.refill_left or op.selecting:
+                    chunk = _resuming(op, chunk)
+                else:
+                    chunk = op(chunk)
+                    op.emitted += len(chunk)
             if not op.done:
-                chunk = chunk + op.flush()
-            op.emitted += len(chunk)
+                tail = op.flush()
+                op.emitted += len(tail)
+                chunk = chunk + tail
         return chunk
+
+
+def _resuming(op: Op, chunk: Chunk) -> Chunk:
+    """``op(chunk)`` for an operator of a resumed run that is still taking back the
+    items it held (see ``resume.py``): those are passed on first, and not counted."""
+    if op.refill_left:
+        head, rest = op.split_refill(chunk)
+    else:
+        assert isinstance(op, HoldingOp)
+        head, rest = [], op.select(chunk)
+    rest = op(rest) if rest else rest
+    op.emitted += len(rest)
+    return head + rest
 
 
 def known_length(specs: Sequence[Spec]) -> int | None:

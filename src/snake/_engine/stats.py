@@ -43,6 +43,7 @@ class StageCounters:
         "outbox",
         "parked",
         "parked_since",
+        "replayed",
         "retries",
         "send_chan",
         "sending",
@@ -61,6 +62,8 @@ class StageCounters:
         self.items_in = 0
         self.items_out = 0
         self.retries = 0
+        #: Items a source produced again, and did not pass on, to resume from a checkpoint.
+        self.replayed = 0
         self.timeouts = 0
         self.workers_lost = 0
         #: Stall warnings logged (``stall_timeout``), and what watches the items in flight.
@@ -156,6 +159,10 @@ class StageStatistics:
     #: Items received and not yet finished: running in a ``par_then`` task or a
     #: ``par_map`` worker (0 for other stages).
     in_flight: int = 0
+    #: For a source resumed from a checkpoint that cannot seek (an iterable that is not
+    #: a sequence, an async iterable): the items it produced again, from its start to
+    #: the checkpoint, without passing them on.
+    replayed: int = 0
     #: Stall warnings the stage logged: an item ran past ``stall_timeout``
     #: (``then``, ``par_then``, ``par_map``).
     stalls: int = 0
@@ -228,6 +235,7 @@ def snapshot(
         "timeouts": _int(source, "timeouts"),
         "workers_lost": _int(source, "workers_lost"),
         "stalls": _int(source, "stalls"),
+        "replayed": _int(source, "replayed"),
     }
     if isinstance(source, StageCounters):
         c = source

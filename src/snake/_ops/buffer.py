@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from .._engine.chan import Chunk, Inbox, Outbox
+from .._engine.resume import Resumable
 from .._engine.spec import Fused, TaskSpec
 from .._engine.util import spawn
 
@@ -32,6 +33,7 @@ class Prefetch(TaskSpec):
     async def run(
         self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
     ) -> None:
+        ctx.resumable(label, Resumable())  # output r is input r: nothing to keep
         outbox = Outbox(send, cap=max(1, self.n // fused.weight()))
         counters = ctx.counters(label)
         counters.outbox = outbox

@@ -12,14 +12,17 @@ outer pipeline's ``statistics()`` does not show (one row for the whole source).
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import numpy as np
 import trio
 
+from .._engine import resume
 from .._engine.epoch import EPOCH, epoch_generator
+from .._engine.resume import Cut, Resumable
 from .._engine.sink import Sink
 from .._engine.spec import Chunk, Fused, SourceSpec, Spec, chain_repr, known_length
 
@@ -30,15 +33,75 @@ Specs = tuple[Spec, ...]
 
 
 @asynccontextmanager
-async def _open_child(specs: Specs, note: str) -> AsyncIterator[Items[Any]]:
+async def _open_child(specs: Specs, note: str, state: dict[str, Any] | None = None) -> AsyncIterator[Items[Any]]:
     from .._engine.run import open_pipeline
 
     try:
-        async with open_pipeline(list(specs)) as items:
+        async with open_pipeline(list(specs), (), state) as items:
             yield items
     except Exception as exc:
         exc.add_note(note)
         raise
+
+
+class _InTurn(Resumable):
+    """Checkpoints of ``chain`` and ``repeat``: their children run one after another;
+    for each child since the consumer's position it keeps where its outputs start and
+    its pipeline, whose own checkpoint says where in it to resume."""
+
+    __slots__ = ("children", "key", "out", "resumed", "skip")
+
+    passes_refill = False
+
+    def __init__(self, key: str) -> None:
+        #: "input" (chain) or "epoch" (repeat): what a checkpoint calls a child.
+        self.key = key
+        #: (child number, its first output's number, its pipeline's context).
+        self.children: list[tuple[int, int, Context]] = []
+        self.out = 0
+        #: Resumed: the outputs the checkpoint's child had made (its numbers go on).
+        self.skip = 0
+        #: Resumed: the checkpoint's child and its state, until that child starts.
+        self.resumed: dict[str, Any] = {key: 0}
+
+    def started(self, index: int, ctx: Context) -> None:
+        self.children.append((index, self.out, ctx))
+        self.out += self.skip
+        self.skip = 0
+
+    def _at(self, r: int) -> tuple[int, int, Context] | None:
+        for child in reversed(self.children):
+            if child[1] <= r:
+                return child
+        return None
+
+    def cut(self, r: int) -> Cut:
+        child = self._at(r)
+        if child is None:
+            return Cut(r, dict(self.resumed))
+        index, first, ctx = child
+        return Cut(r, {self.key: index, "child": resume.state_dict(ctx, r - first)})
+
+    def prune(self, r: int) -> None:
+        child = self._at(r)
+        if child is not None:
+            resume.prune(child[2], r - child[1])
+            self.children = [c for c in self.children if c[0] >= child[0]]
+
+
+def _forwarding(res: _InTurn, sink: Sink) -> Callable[[Items[Any]], Awaitable[int]]:
+    async def forward(items: Items[Any]) -> int:
+        n = 0
+        while not sink.stopped:
+            chunk = await items.receive_chunk()
+            if chunk is None:
+                break
+            n += len(chunk)
+            res.out += len(chunk)
+            await sink.put(chunk)
+        return n
+
+    return forward
 
 
 @attrs.frozen
@@ -56,25 +119,144 @@ class Repeat(SourceSpec):
         return None if n is None else n * self.epochs
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
+        res = _InTurn("epoch")
+        entry = ctx.resumable(ctx.label(0), res)
+        first, state = _resume_point(entry, "epoch", res)
         with send:
             sink = Sink(ctx, fused, send)
-            epochs = itertools.count() if self.epochs is None else range(self.epochs)
+            forward = _forwarding(res, sink)
+            epochs = itertools.count(first) if self.epochs is None else range(first, self.epochs)
             for epoch in epochs:
                 if sink.stopped:
                     break
                 token = EPOCH.set(epoch)
                 try:
-                    async with _open_child(self.inner, f"snake: in epoch {epoch} of repeat()") as items:
-                        n = await sink.forward(items)
+                    note = f"snake: in epoch {epoch} of repeat()"
+                    async with _open_child(self.inner, note, state if epoch == first else None) as items:
+                        res.started(epoch, items._ctx)
+                        n = await forward(items)
                 finally:
                     EPOCH.reset(token)
-                if n == 0 and self.epochs is None:
+                if n == 0 and self.epochs is None and not (epoch == first and state is not None):
                     raise ValueError(
                         f"repeat(): epoch {epoch} of {chain_repr(self.inner)} produced no items, so "
                         "an endless repeat would never produce one (a stream built on a generator "
                         "can be opened only once: pass a list, or from_async_iterable(function))"
                     )
             await sink.finish()
+
+
+def _resume_point(entry: dict[str, Any] | None, key: str, res: _InTurn) -> tuple[int, dict[str, Any] | None]:
+    """(the child to start at, its checkpoint) of a resumed chain or repeat."""
+    if entry is None:
+        return 0, None
+    child = entry.get("child")
+    res.skip = int(child["received"]) if child is not None else 0
+    res.out = int(entry["at"]) - res.skip
+    res.resumed = {k: entry[k] for k in (key, "child") if k in entry}
+    return int(entry.get(key, 0)), child
+
+
+class _Together(Resumable):
+    """Checkpoints of ``zip``: output ``r`` is each input's output ``r``."""
+
+    __slots__ = ("ctxs",)
+
+    passes_refill = False
+
+    def __init__(self) -> None:
+        self.ctxs: list[Context] = []
+
+    def cut(self, r: int) -> Cut:
+        return Cut(r, {"children": [resume.state_dict(ctx, r) for ctx in self.ctxs]} if self.ctxs else {})
+
+    def prune(self, r: int) -> None:
+        for ctx in self.ctxs:
+            resume.prune(ctx, r)
+
+
+class _Mixing(Resumable):
+    """Checkpoints of ``mix``: for each output since the consumer's position, which input
+    it came from and the number of the draw that picked it; and the draws at which
+    inputs ran out. A checkpoint names the generator, the draws, the inputs still in the
+    draw, and each input's own checkpoint at its count of outputs."""
+
+    __slots__ = (
+        "active",
+        "base_counts",
+        "base_draws",
+        "ctxs",
+        "draw_of",
+        "draws",
+        "first",
+        "from_",
+        "gone",
+        "init",
+        "rng",
+    )
+
+    passes_refill = False
+
+    def __init__(self, rng: Any, n: int) -> None:
+        self.rng = rng
+        self.init: dict[str, Any] = dict(rng.bit_generator.state)
+        self.draws = 0
+        self.active = list(range(n))
+        self.ctxs: list[Context] = []
+        #: Per output from number ``first`` on: its input, and the number of its draw.
+        self.from_: list[int] = []
+        self.draw_of: list[int] = []
+        self.first = 0
+        #: Outputs of each input before ``first``, and the draws then.
+        self.base_counts = [0] * n
+        self.base_draws = 0
+        #: (draw number, input) of each input that ran out.
+        self.gone: list[tuple[int, int]] = []
+
+    def picked(self, k: int) -> None:
+        self.from_.append(k)
+        self.draw_of.append(self.draws - 1)
+
+    def _at(self, r: int) -> tuple[int, list[int], list[int]]:
+        """(draws, outputs of each input, inputs still drawn) when output ``r`` - 1 was picked."""
+        k = r - self.first
+        counts = list(self.base_counts)
+        for i in self.from_[:k]:
+            counts[i] += 1
+        draws = self.draw_of[k - 1] + 1 if k > 0 else self.base_draws
+        active = [i for i in range(len(counts)) if not any(d < draws and g == i for d, g in self.gone)]
+        return draws, counts, active
+
+    def cut(self, r: int) -> Cut:
+        draws, counts, active = self._at(r)
+        state: dict[str, Any] = {"rng": self.init, "draws": draws, "active": active}
+        if self.ctxs:
+            state["children"] = [resume.state_dict(ctx, n) for ctx, n in zip(self.ctxs, counts, strict=True)]
+        return Cut(r, state)
+
+    def prune(self, r: int) -> None:
+        k = r - self.first
+        if k <= 0:
+            return
+        for i in self.from_[:k]:
+            self.base_counts[i] += 1
+        self.base_draws = self.draw_of[k - 1] + 1
+        for ctx, n in zip(self.ctxs, self.base_counts, strict=False):
+            resume.prune(ctx, n)
+        del self.from_[:k], self.draw_of[:k]
+        self.first = r
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        self.init = entry["rng"]
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = self.init
+        self.draws = self.base_draws = int(entry["draws"])
+        rng.bit_generator.advance(self.draws)  # type: ignore[attr-defined]
+        self.rng = rng
+        self.active = [int(i) for i in entry["active"]]
+        self.first = int(entry["at"])
+        self.base_counts = [int(child["received"]) for child in entry["children"]]
+        self.gone = [(-1, i) for i in range(len(self.base_counts)) if i not in self.active]
 
 
 def _inputs_repr(inputs: tuple[Specs, ...]) -> str:
@@ -98,13 +280,21 @@ class Chain(SourceSpec):
         return total
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
+        res = _InTurn("input")
+        entry = ctx.resumable(ctx.label(0), res)
+        first, state = _resume_point(entry, "input", res)
         with send:
             sink = Sink(ctx, fused, send)
+            forward = _forwarding(res, sink)
             for i, specs in enumerate(self.inputs):
+                if i < first:
+                    continue
                 if sink.stopped:
                     break
-                async with _open_child(specs, f"snake: in input {i} of chain()") as items:
-                    await sink.forward(items)
+                note = f"snake: in input {i} of chain()"
+                async with _open_child(specs, note, state if i == first else None) as items:
+                    res.started(i, items._ctx)
+                    await forward(items)
             await sink.finish()
 
 
@@ -122,13 +312,17 @@ class Zip(SourceSpec):
         return min(n for n in ns if n is not None)
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
+        res = _Together()
+        entry = ctx.resumable(ctx.label(0), res)
+        states = entry.get("children", [None] * len(self.inputs)) if entry is not None else [None] * len(self.inputs)
         with send:
             sink = Sink(ctx, fused, send)
             async with AsyncExitStack() as stack:
                 children = [
-                    await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of zip()"))
-                    for i, specs in enumerate(self.inputs)
+                    await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of zip()", state))
+                    for i, (specs, state) in enumerate(zip(self.inputs, states, strict=True))
                 ]
+                res.ctxs = [child._ctx for child in children]
                 bufs: list[Chunk] = [[] for _ in children]
                 while not sink.stopped:
                     for k, child in enumerate(children):
@@ -160,29 +354,37 @@ class Mix(SourceSpec):
         return Chain(self.inputs).length()
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
-        rng = epoch_generator(self.seed, EPOCH.get())
+        res = _Mixing(epoch_generator(self.seed, EPOCH.get()), len(self.inputs))
+        entry = ctx.resumable(ctx.label(0), res)
+        states = [None] * len(self.inputs)
+        if entry is not None and "rng" in entry:  # (a checkpoint taken before it began has none)
+            res.restore(entry)
+            states = entry["children"]
         with send:
             sink = Sink(ctx, fused, send)
             async with AsyncExitStack() as stack:
                 children = [
-                    await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of mix()"))
-                    for i, specs in enumerate(self.inputs)
+                    await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of mix()", state))
+                    for i, (specs, state) in enumerate(zip(self.inputs, states, strict=True))
                 ]
-                await self._mix(children, rng, sink)
+                res.ctxs = [child._ctx for child in children]
+                await self._mix(children, res, sink)
             await sink.finish()
 
-    async def _mix(self, children: Sequence[Items[Any]], rng: Any, sink: Sink) -> None:
-        active = list(range(len(children)))
+    async def _mix(self, children: Sequence[Items[Any]], res: _Mixing, sink: Sink) -> None:
+        active = list(res.active)
         weights = list(self.weights)
         bufs: list[Chunk] = [[] for _ in children]
         pos = [0] * len(children)
         out: Chunk = []
         draws: list[float] = []
+        rng = res.rng
         while active and not sink.stopped:
             if not draws:
                 # Doubles, one 64-bit draw each: the sequence does not depend on chunking.
                 draws = rng.random(256).tolist()
                 draws.reverse()
+            res.draws += 1
             u = draws.pop() * sum(weights[k] for k in active)
             pick = active[-1]
             for k in active:
@@ -197,9 +399,11 @@ class Mix(SourceSpec):
                 chunk = await children[pick].receive_chunk()
                 if chunk is None:
                     active.remove(pick)  # exhausted: the others' weights renormalise
+                    res.gone.append((res.draws, pick))
                     continue
                 bufs[pick], pos[pick] = chunk, 0
             out.append(bufs[pick][pos[pick]])
+            res.picked(pick)
             pos[pick] += 1
             if len(out) >= 1024:
                 await sink.put(out)

@@ -17,6 +17,7 @@ import attrs
 import trio
 
 from .._engine.epoch import EPOCH, epoch_generator
+from .._engine.resume import Cut, Resumable
 from .._engine.sink import Sink
 from .._engine.spec import Chunk, Fused, SourceSpec
 from .._engine.util import CHUNK_CAP, add_note, spawn
@@ -428,6 +429,14 @@ class FromParquet(SourceSpec):
             return sum(p.stop - p.start for p in pieces)
         return sum(-(-(p.stop - p.start) // self.batch_rows) for p in pieces)
 
+    def check_resumable(self) -> None:
+        """Raise ``ValueError`` if this source cannot start again from a checkpoint."""
+        if self.shuffle and self.seed is None:
+            raise ValueError(
+                f"from_parquet: {self.describe()} shuffles its row groups with fresh entropy, "
+                "a new order every run, so a checkpoint cannot be resumed; pass seed="
+            )
+
     def _handle(self, p: _Piece) -> ParquetRowGroup:
         options = _ReadOptions(self.columns, self.filt, self.rows, self.batch_rows)
         return ParquetRowGroup(p.file.path, p.group, p.start, p.stop, p.file.needed, options)
@@ -452,8 +461,11 @@ class FromParquet(SourceSpec):
                 pieces = await plan(self.paths)
                 await FromIterable([self._handle(p) for p in pieces]).run(ctx, fused, send)
             return
+        res = _PiecesResume()
+        entry = ctx.resumable(label, res)
+        start, skip, again = res.start(entry)
 
-        slots_send, slots_recv = trio.open_memory_channel[tuple[trio.Event, list[Chunk]]](self.readers)
+        slots_send, slots_recv = trio.open_memory_channel[tuple[trio.Event, list[Chunk], int]](self.readers)
         limiter = trio.Semaphore(self.readers)
 
         async def read(p: _Piece, done: trio.Event, box: list[Chunk]) -> None:
@@ -471,39 +483,108 @@ class FromParquet(SourceSpec):
         async def launch(nursery: trio.Nursery) -> None:
             with slots_send:
                 batches = [self.paths] if self.arranged else [(p,) for p in self.paths]
+                ordinal = 0
                 for paths in batches:
                     for piece in await plan(paths):
+                        k, ordinal = ordinal, ordinal + 1
+                        if k < start and k not in again:
+                            continue  # resumed: the consumer had its rows
                         await limiter.acquire()
                         done, box = trio.Event(), list[Chunk]()
                         spawn(nursery, read, piece, done, box)
-                        await slots_send.send((done, box))
+                        await slots_send.send((done, box, k))
 
         with send:
             sink = Sink(ctx, fused, send)
             async with trio.open_nursery() as nursery:
                 spawn(nursery, launch, nursery)
-                await self._emit(sink, slots_recv, limiter)
+                await self._emit(sink, slots_recv, limiter, res, start, skip, again)
                 nursery.cancel_scope.cancel()
             await sink.finish()
 
     @staticmethod
     async def _emit(
         sink: Sink,
-        slots: trio.MemoryReceiveChannel[tuple[trio.Event, list[Chunk]]],
+        slots: trio.MemoryReceiveChannel[tuple[trio.Event, list[Chunk], int]],
         limiter: trio.Semaphore,
+        res: _PiecesResume,
+        start: int,
+        skip: int,
+        again: dict[int, list[int]],
     ) -> None:
-        """Send the row groups on, in order, until they end or the sink stops."""
+        """Send the row groups on, in order, until they end or the sink stops. Resumed:
+        first the rows a buffering stage held (pieces before ``start``), then piece
+        ``start`` from row ``skip`` on."""
         with slots:
-            async for done, box in slots:
+            async for done, box, k in slots:
                 if sink.stopped:
                     return
                 await done.wait()
                 items = box.pop()
                 limiter.release()
+                if k in again:  # rows a buffering stage held come first
+                    await sink.put([items[o] for o in again[k]])
+                if k < start:
+                    continue
+                res.pieces.append((k, res.out - (skip if k == start else 0), len(items)))
+                if k == start and skip:
+                    items = items[skip:]
+                res.out += len(items)
                 for i in range(0, len(items), CHUNK_CAP):
                     await sink.put(items[i : i + CHUNK_CAP])
                     if sink.stopped:
                         return
+
+
+class _PiecesResume(Resumable):
+    """Checkpoints of ``from_parquet`` reading rows: for each piece (row group, or the
+    rows of one a shard takes) since the consumer's position, its number in the
+    epoch's order, its first row's number and its rows. A checkpoint names the piece
+    and the row in it; a resumed source reads no piece before it."""
+
+    __slots__ = ("again", "base", "out", "pieces")
+
+    def __init__(self) -> None:
+        self.pieces: list[tuple[int, int, int]] = []
+        self.out = 0
+        #: Where a resumed source started: (piece, row in it).
+        self.base = (0, 0)
+        #: Resumed: the rows that came again first, by number: (piece, row in it).
+        self.again: dict[int, tuple[int, int]] = {}
+
+    def start(self, entry: dict[str, Any] | None) -> tuple[int, int, dict[int, list[int]]]:
+        """(the first piece to read, rows of it to skip, the rows a buffering stage held
+        of earlier pieces: piece -> offsets)."""
+        if entry is None:
+            return 0, 0, {}
+        piece, skip = int(entry.get("piece", 0)), int(entry.get("offset", 0))
+        self.base = (piece, skip)
+        self.out = int(entry["resume"])
+        again: dict[int, list[int]] = {}
+        for p, k, o in entry.get("refill", ()):
+            again.setdefault(int(k), []).append(int(o))
+            self.again[int(p)] = (int(k), int(o))
+        return piece, skip, again
+
+    def _locate(self, r: int) -> tuple[int, int]:
+        if r in self.again:
+            return self.again[r]
+        for k, first, n in reversed(self.pieces):
+            if first <= r:
+                return (k, r - first) if r < first + n else (k + 1, 0)
+        return self.base
+
+    def cut(self, r: int) -> Cut:
+        piece, offset = self._locate(r)
+        return Cut(r, {"piece": piece, "offset": offset})
+
+    def refill_state(self, outs: list[int], ins: list[int]) -> list[list[int]]:
+        return [[p, *self._locate(p)] for p in outs]
+
+    def prune(self, r: int) -> None:
+        keep = [p for p in self.pieces if p[1] + p[2] > r]
+        if len(keep) < len(self.pieces):
+            self.pieces = keep
 
 
 @attrs.frozen
@@ -521,6 +602,14 @@ class FromFiles(SourceSpec):
     @property
     def arranged(self) -> bool:
         return self.shuffle or self.shard is not None
+
+    def check_resumable(self) -> None:
+        """Raise ``ValueError`` if this source cannot start again from a checkpoint."""
+        if self.shuffle and self.seed is None:
+            raise ValueError(
+                f"from_files: {self.describe()} shuffles with fresh entropy, a new order every "
+                "run, so a checkpoint cannot be resumed; pass seed="
+            )
 
     def length(self) -> int:
         if self.shard is None:

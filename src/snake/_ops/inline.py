@@ -17,7 +17,8 @@ import attrs
 
 from .._buffers.collate import Collator, PadCollator, format_path
 from .._engine.errors import ErrorBudget, ErrorPolicy
-from .._engine.spec import Chunk, InlineSpec, Op, Spec
+from .._engine.resume import Cut, Drops, refill_pairs
+from .._engine.spec import Chunk, HoldingOp, InlineSpec, Op, Spec
 from .._engine.util import add_note, describe_callable
 
 _RAISE = ErrorPolicy()
@@ -29,13 +30,46 @@ def _failed_index(op: Op, chunk: Chunk, it: Any) -> int:
 
 
 class _MapOp(Op):
-    __slots__ = ("fn",)
+    """``map(fn)``; with ``on_error("skip")`` it drops items, and keeps which (for
+    checkpoints: an output's input number is then not its own)."""
+
+    __slots__ = ("drops", "errors", "fn")
 
     def __init__(self, label: str, fn: Callable[[Any], Any], errors: ErrorPolicy = _RAISE) -> None:
         super().__init__(label)
         self.fn = fn
+        #: Input numbers of the items dropped (by the policy, or by a filter).
+        self.drops = Drops()
+        #: Input numbers of the items the policy dropped, for its count at a checkpoint.
+        self.errors = Drops()
         if errors.mode != "raise":
             self.budget = ErrorBudget(errors, label)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def cut(self, r: int) -> Cut:
+        u = self.drops.input_of(r)
+        if self.budget is None:
+            return Cut(u)
+        return Cut(u, {"skipped": self.errors.dropped_before(u)})
+
+    def locate(self, positions: list[int]) -> list[int]:
+        return [self.drops.input_of(p) for p in positions]
+
+    def refill_state(self, outs: list[int], ins: list[int]) -> Any:
+        return len(outs) if outs == ins else refill_pairs(outs, ins)
+
+    def prune(self, r: int) -> None:
+        u = self.drops.input_of(r)
+        self.drops.prune(u)
+        self.errors.prune(u)
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        super().restore(entry)
+        self.drops.forgotten = int(entry["resume"]) - int(entry["at"])
+        self.errors.forgotten = int(entry.get("skipped", 0))
+
+    def refill(self, items: Chunk) -> Chunk:
+        return list(map(self.fn, items))
 
     def __call__(self, chunk: Chunk) -> Chunk:
         if self.budget is not None:
@@ -58,14 +92,19 @@ class _MapOp(Op):
         assert budget is not None
         out: Chunk = []
         one = self._one
+        drops, errors = self.drops, self.errors
         for x in chunk:
             self.seen += 1
+            n = len(out)
             try:
                 one(x, out)
             except Exception as exc:
                 add_note(exc, self.label, self.seen - 1)
                 if not budget.absorb(exc, self.seen - 1, self.seen):
                     raise
+                errors.add(self.seen - 1)
+            if len(out) == n:
+                drops.add(self.seen - 1)
         return out
 
 
@@ -85,46 +124,149 @@ class _FilterOp(_MapOp):
         except Exception as exc:
             add_note(exc, self.label, _failed_index(self, chunk, it))
             raise
+        if len(out) < len(chunk):
+            self._note_drops(chunk, out)
         self.seen += len(chunk)
         return out
+
+    def _note_drops(self, chunk: Chunk, out: Chunk) -> None:
+        # The kept items are the chunk's own objects, in order: the others were dropped
+        # (a pure predicate decides alike for an object that appears twice).
+        drops = self.drops
+        k = 0
+        for i, x in enumerate(chunk):
+            if k < len(out) and out[k] is x:
+                k += 1
+            else:
+                drops.add(self.seen + i)
+
+    def refill(self, items: Chunk) -> Chunk:
+        return items  # they passed before
 
     def demand(self, downstream: int | None) -> int | None:
         return None
 
 
 class _FlatMapOp(_MapOp):
-    __slots__ = ()
+    """``flat_map(fn)``. For checkpoints it keeps, for each input since the consumer's
+    position, the number of its first output: a checkpoint may fall among one input's
+    outputs, and a resumed run then drops those the consumer had."""
+
+    __slots__ = ("discard", "first", "starts")
+
+    passes_refill = False
+
+    def __init__(self, label: str, fn: Callable[[Any], Any], errors: ErrorPolicy = _RAISE) -> None:
+        super().__init__(label, fn, errors)
+        #: Output number of the first output of each input from ``first`` on.
+        self.starts: list[int] = []
+        self.first = 0
+        #: Outputs of the next input that a resumed run drops (the consumer had them).
+        self.discard = 0
 
     def _one(self, x: Any, out: Chunk) -> None:
         out.extend(list(self.fn(x)))
 
     def __call__(self, chunk: Chunk) -> Chunk:
+        base = self.emitted - self.discard
         if self.budget is not None:
-            return self._skipping(chunk)
-        it = iter(chunk)
-        out: Chunk = []
-        extend = out.extend
-        fn = self.fn
-        try:
-            for x in it:
-                extend(fn(x))
-        except Exception as exc:
-            add_note(exc, self.label, _failed_index(self, chunk, it))
-            raise
-        self.seen += len(chunk)
+            out = self._skipping(chunk, base)
+        else:
+            it = iter(chunk)
+            out = []
+            extend = out.extend
+            fn = self.fn
+            mark = self.starts.append
+            try:
+                for x in it:
+                    mark(base + len(out))
+                    extend(fn(x))
+            except Exception as exc:
+                del self.starts[len(self.starts) - (len(chunk) - operator.length_hint(it)) :]
+                add_note(exc, self.label, _failed_index(self, chunk, it))
+                raise
+            self.seen += len(chunk)
+        if self.discard:
+            out = out[self.discard :]
+            self.discard = 0
         return out
+
+    def _skipping(self, chunk: Chunk, base: int = 0) -> Chunk:
+        budget = self.budget
+        assert budget is not None
+        out: Chunk = []
+        for x in chunk:
+            self.seen += 1
+            self.starts.append(base + len(out))
+            try:
+                out.extend(list(self.fn(x)))
+            except Exception as exc:
+                add_note(exc, self.label, self.seen - 1)
+                if not budget.absorb(exc, self.seen - 1, self.seen):
+                    raise
+                self.errors.add(self.seen - 1)
+        return out
+
+    def _input_of(self, r: int) -> tuple[int, int]:
+        """(input number, how many of its outputs come before output ``r``)."""
+        starts = self.starts
+        j = bisect.bisect_right(starts, r) - 1
+        if j < 0:
+            return self.first, 0
+        end = starts[j + 1] if j + 1 < len(starts) else self.emitted
+        if end <= r:  # every output of the inputs seen so far is out: the next input
+            return self.first + len(starts), 0
+        return self.first + j, r - starts[j]
+
+    def cut(self, r: int) -> Cut:
+        u, d = self._input_of(r)
+        state: dict[str, Any] = {"discard": d} if d else {}
+        if self.budget is not None:
+            state["skipped"] = self.errors.dropped_before(u)
+        return Cut(u, state)
+
+    def prune(self, r: int) -> None:
+        u, _ = self._input_of(r)
+        k = u - self.first
+        if k > 0:
+            del self.starts[:k]
+            self.first = u
+        self.errors.prune(u)
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        Op.restore(self, entry)
+        self.first = self.seen
+        self.discard = int(entry.get("discard", 0))
+        self.emitted = int(entry["at"])  # outputs so far, the discarded ones included
+        self.errors.forgotten = int(entry.get("skipped", 0))
 
     def demand(self, downstream: int | None) -> int | None:
         return None
 
 
 class _EnumerateOp(Op):
-    __slots__ = ()
+    __slots__ = ("counts",)
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label)
+        #: The numbers of the items that come again on resume (see ``resume.py``).
+        self.counts: list[int] = []
 
     def __call__(self, chunk: Chunk) -> Chunk:
         start = self.seen
         self.seen = start + len(chunk)
         return list(zip(range(start, self.seen), chunk))
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        super().restore(entry)
+        self.counts = [int(p) for p in entry.get("refill", ())]
+
+    def refill_state(self, outs: list[int], ins: list[int]) -> Any:
+        return outs  # the numbers of the items that come again: their counts
+
+    def refill(self, items: Chunk) -> Chunk:
+        counts, self.counts = self.counts[: len(items)], self.counts[len(items) :]
+        return list(zip(counts, items))
 
 
 class _TakeOp(Op):
@@ -149,12 +291,18 @@ class _TakeOp(Op):
             return self.remaining
         return min(self.remaining, downstream)
 
+    def restore(self, entry: dict[str, Any]) -> None:
+        super().restore(entry)
+        self.remaining = max(0, self.remaining - self.seen)
+        self.done = self.remaining == 0
+
 
 class _SkipOp(Op):
-    __slots__ = ("remaining",)
+    __slots__ = ("n", "remaining")
 
     def __init__(self, label: str, n: int) -> None:
         super().__init__(label)
+        self.n = n
         self.remaining = n
 
     def __call__(self, chunk: Chunk) -> Chunk:
@@ -171,11 +319,24 @@ class _SkipOp(Op):
             return None
         return downstream + self.remaining
 
+    def cut(self, r: int) -> Cut:
+        # Before the first output, no further than the inputs the stage before has made.
+        return Cut(r + self.n if r else min(self.n, self.seen))
+
+    def locate(self, positions: list[int]) -> list[int]:
+        return [p + self.n for p in positions]
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        super().restore(entry)
+        self.remaining = max(0, self.n - self.seen)
+
 
 class _BatchOp(Op):
     """Groups items into lists of ``size``, then collates each list (if ``collate``)."""
 
     __slots__ = ("batches", "buf", "collate", "drop_last", "size")
+
+    passes_refill = False
 
     def __init__(
         self, label: str, size: int, drop_last: bool, collate: Callable[[list[Any]], Any] | None = None
@@ -236,6 +397,14 @@ class _BatchOp(Op):
             return None
         return max(0, downstream * self.size - len(self.buf))
 
+    def cut(self, r: int) -> Cut:
+        # Batch r holds inputs r*size on: the partial batch after it comes again.
+        return Cut(r * self.size)
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        super().restore(entry)
+        self.batches = int(entry["at"])
+
 
 def batch_note(
     exc: BaseException, label: str, collate: object, b: int, indices: Sequence[int]
@@ -258,10 +427,28 @@ def batch_note(
     exc.add_note(note)
 
 
-class _BucketOp(Op):
-    """Puts items in buckets by length; a full bucket becomes a padded batch."""
+class _BucketOp(HoldingOp):
+    """Puts items in buckets by length; a full bucket becomes a padded batch.
 
-    __slots__ = ("batches", "boundaries", "buckets", "collate", "drop_last", "indices", "length", "sizes")
+    For checkpoints it keeps, for each batch since the consumer's position, its bucket,
+    the input numbers in it and the input that completed it: the buckets' contents at
+    any output number since follow from those (see ``resume.py``).
+    """
+
+    __slots__ = (
+        "back",
+        "base_c",
+        "batches",
+        "boundaries",
+        "buckets",
+        "collate",
+        "drop_last",
+        "indices",
+        "length",
+        "made",
+        "made_first",
+        "sizes",
+    )
 
     def __init__(
         self,
@@ -282,6 +469,14 @@ class _BucketOp(Op):
         self.buckets: list[Chunk] = [[] for _ in sizes]
         self.indices: list[list[int]] = [[] for _ in sizes]
         self.batches = 0
+        #: Each batch from output number ``made_first`` on: its input numbers and the
+        #: number of the input that completed it.
+        self.made: list[tuple[list[int], int]] = []
+        self.made_first = 0
+        #: Inputs taken at output number ``made_first`` (a resumed op's checkpoint).
+        self.base_c = 0
+        #: The input numbers of the items a resumed op takes back, ascending.
+        self.back: list[int] = []
 
     def __call__(self, chunk: Chunk) -> Chunk:
         full: list[tuple[Chunk, list[int]]] = []
@@ -303,6 +498,7 @@ class _BucketOp(Op):
                 i += 1
                 if len(bucket) == sizes[b]:
                     full.append((bucket, indices[b]))
+                    self.made.append((indices[b], i - 1))
                     buckets[b], indices[b] = [], []
         except Exception as exc:
             add_note(exc, self.label, i)
@@ -325,6 +521,8 @@ class _BucketOp(Op):
         full = [(b, w) for b, w in zip(self.buckets, self.indices) if b]
         self.buckets = [[] for _ in self.sizes]
         self.indices = [[] for _ in self.sizes]
+        if not self.drop_last:
+            self.made.extend((w, self.seen - 1) for _, w in full)
         out = [] if self.drop_last else self._emit(full)
         if isinstance(self.collate, Collator):
             self.collate.release()
@@ -332,6 +530,37 @@ class _BucketOp(Op):
 
     def demand(self, downstream: int | None) -> int | None:
         return None
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def cut(self, r: int) -> Cut:
+        if r == 0:
+            return Cut(0)
+        k = r - 1 - self.made_first
+        c = self.made[k][1] + 1 if k >= 0 else self.base_c  # inputs taken when batch r-1 came out
+        held = [p for where in self.indices for p in where if p < c]
+        held += [p for where, _ in self.made[r - self.made_first :] for p in where if p < c]
+        return Cut(c, {}, tuple(sorted(held)))
+
+    def prune(self, r: int) -> None:
+        k = r - 1 - self.made_first
+        if k > 0:
+            self.base_c = self.made[k - 1][1] + 1
+            del self.made[:k]
+            self.made_first += k
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        super().restore(entry)
+        self.batches = self.made_first = int(entry["at"])
+        self.base_c = int(entry["resume"])
+
+    def take_back(self, held: list[int]) -> None:
+        self.back = sorted(held)
+
+    def put_back(self, rank: int, item: Any) -> None:
+        n = self.length(item)
+        b = bisect.bisect_right(self.boundaries, n if type(n) is int else _as_length(n))
+        self.buckets[b].append(item)
+        self.indices[b].append(self.back[rank])
 
 
 def _as_length(n: object) -> int:

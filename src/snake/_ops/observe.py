@@ -71,6 +71,10 @@ class _Meter(Op):
         self._fire(time.perf_counter(), final=True)
         return []
 
+    def restore(self, entry: dict[str, Any]) -> None:
+        super().restore(entry)  # the item count goes on from the checkpoint
+        self.last_items = self.seen
+
     def metrics(self, now: float) -> Metrics:
         dt = now - self.last
         out: Metrics = {
@@ -136,7 +140,7 @@ class _ProgressOp(_Meter):
 
     def __call__(self, chunk: Chunk) -> Chunk:
         if self.bar is None:
-            self.bar = _open_bar(self.total, self.desc)
+            self.bar = _open_bar(self.total, self.desc, self.seen)
         if self.bar is not False:
             self.seen += len(chunk)
             self.bar.update(len(chunk))
@@ -162,12 +166,12 @@ class _ProgressOp(_Meter):
         )
 
 
-def _open_bar(total: int | None, desc: str | None) -> Any:
+def _open_bar(total: int | None, desc: str | None, initial: int) -> Any:
     try:
         from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         return False
-    return tqdm(total=total, desc=desc, unit="it", smoothing=0.1)
+    return tqdm(total=total, desc=desc, unit="it", smoothing=0.1, initial=initial)
 
 
 @attrs.frozen

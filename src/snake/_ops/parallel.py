@@ -12,6 +12,7 @@ concurrency.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ import trio
 from .._engine import tasks
 from .._engine.chan import Chunk, Inbox, Outbox
 from .._engine.errors import ErrorBudget, ErrorPolicy, WorkerCrashedError
+from .._engine.resume import Cut, Drops, Ranges, Resumable, refill_count, refill_map, refill_pairs
 from .._engine.spec import Fused, TaskSpec
 from .._engine.stats import StageCounters
 from .._engine.util import CHUNK_CAP, add_note, describe_callable, spawn
@@ -68,6 +70,121 @@ class _Waiters:
             self.lot.unpark_all()
 
 
+class _ParResume(Resumable):
+    """The checkpoint side of a ``then``/``par_then``/``par_map`` stage run.
+
+    An ordered stage gives output ``r`` for its input ``r``, less the items it dropped
+    under ``on_error("skip")``, which it keeps. An unordered one keeps, for each unit
+    whose results went out since the consumer's position, where its outputs start and
+    which inputs it held: at a checkpoint, the inputs whose outputs the consumer has are
+    *done*, and a resumed stage starts at the first one that is not, skipping the done
+    ones after it.
+    """
+
+    __slots__ = ("done", "drops", "events", "outs", "skip", "unordered")
+
+    def __init__(self, ordered: bool, skip: bool) -> None:
+        self.unordered = not ordered
+        self.skip = skip
+        #: Inputs dropped under on_error("skip").
+        self.drops = Drops()
+        #: Unordered: (first output number, first input number, inputs) of each unit since
+        #: the consumer's position, in the order their results went out.
+        self.events: list[tuple[int, int, int]] = []
+        self.outs = 0
+        #: Unordered: inputs whose outputs went out before the events kept.
+        self.done = Ranges()
+
+    def completed(self, start: int, n: int, outputs: int) -> None:
+        if self.unordered:
+            self.events.append((self.outs, start, n))
+            self.outs += outputs
+
+    def _kept(self, start: int, n: int) -> list[int]:
+        drops = set(self.drops.dropped)
+        return [i for i in range(start, start + n) if i not in drops]
+
+    def _done_at(self, r: int) -> Ranges:
+        done = Ranges(self.done.spans)
+        for out, start, n in self.events:
+            if out >= r:
+                break
+            kept = self._kept(start, n)
+            if out + len(kept) <= r:
+                done.add(start, start + n)
+            else:
+                last = kept[r - out - 1] if r > out else start - 1
+                for i in range(start, last + 1):
+                    done.add(i, i + 1)
+        return done
+
+    def cut(self, r: int) -> Cut:
+        if not self.unordered:
+            u = self.drops.input_of(r)
+            return Cut(u, {"skipped": self.drops.dropped_before(u)} if self.skip else {})
+        done = self._done_at(r)
+        u = done.first_gap(0)
+        state: dict[str, Any] = {"done": done.above(u)}
+        if self.skip:
+            state["skipped"] = self.drops.forgotten + sum(1 for d in self.drops.dropped if d in done)
+        return Cut(u, state)
+
+    def locate(self, positions: list[int]) -> list[int]:
+        if not self.unordered:
+            return [self.drops.input_of(p) for p in positions]
+        out: list[int] = []
+        events = self.events
+        for p in positions:
+            k = bisect.bisect_right(events, p, key=_first) - 1
+            first, start, n = events[k]
+            out.append(self._kept(start, n)[p - first])
+        return out
+
+    def refill_state(self, outs: list[int], ins: list[int]) -> Any:
+        return len(outs) if outs == ins else refill_pairs(outs, ins)
+
+    def prune(self, r: int) -> None:
+        if not self.unordered:
+            self.drops.prune(self.drops.input_of(r))
+            return
+        events = self.events
+        k = 0
+        while k < len(events):
+            out, start, n = events[k]
+            if out + len(self._kept(start, n)) > r:
+                break
+            self.done.add(start, start + n)
+            k += 1
+        del events[:k]
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        u = int(entry["resume"])
+        self.done = Ranges([[0, u], *entry.get("done", ())])
+        self.outs = int(entry["at"])  # outputs are numbered in the epoch
+        self.drops.forgotten = int(entry.get("skipped", 0))
+        if not self.unordered:
+            self.drops.forgotten = u - int(entry["at"])
+
+
+def _first(event: tuple[int, int, int]) -> int:
+    return event[0]
+
+
+def _first_of(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+def _arrival_ranks(entry: dict[str, Any], n: int) -> list[int]:
+    """For the k-th item to come again (they come by ascending input number): the rank of
+    the output number it had, among theirs."""
+    mapping = refill_map(entry)  # output number -> input number
+    if not mapping:
+        return list(range(n))  # the same numbers: the same order
+    by_input = sorted(mapping.items(), key=lambda oi: oi[1])
+    out_rank = {o: k for k, o in enumerate(sorted(mapping))}
+    return [out_rank[o] for o, _ in by_input]
+
+
 class _Core:
     """Runner tasks, input slicing, the reorder window and the emission of results."""
 
@@ -83,8 +200,12 @@ class _Core:
         call: Callable[[Chunk, int], Awaitable[Chunk]],
         unit_size: Callable[[], int],
         counters: StageCounters,
+        res: _ParResume,
+        entry: dict[str, Any] | None = None,
     ) -> None:
         self.counters = counters
+        #: Checkpoints: the ledgers, and where a resumed run starts.
+        self.res = res
         counters.slots = slots
         counters.outbox = outbox
         self.inbox = inbox
@@ -98,6 +219,29 @@ class _Core:
         self.chunk: Chunk = []
         self.pos = 0
         self.base = 0
+        #: Resumed: inputs that come again for a buffering stage after this one (before
+        #: the others, numbered just below the checkpoint's input), and the inputs whose
+        #: outputs the consumer had (unordered: skipped).
+        self.refill_left = 0
+        self.skip_done: Ranges | None = None
+        self.res_first = int(entry["resume"]) if entry is not None else 0
+        #: Unordered, resumed: the results of the items that come again for a buffering
+        #: stage after this one (ranked by the output numbers they had), the others that
+        #: finished meanwhile, and how the k-th of them to come ranks.
+        self.refill_results: list[tuple[int, Any]] | None = None
+        self.held_back: Chunk = []
+        self.refill_total = 0
+        self.refill_inputs = 0
+        self.refill_rank: list[int] = []
+        if entry is not None:
+            res.restore(entry)
+            self.refill_left = self.refill_total = refill_count(entry)
+            if self.refill_left and not ordered:
+                self.refill_results = []
+                self.refill_rank = _arrival_ranks(entry, self.refill_left)
+            self.base = int(entry["resume"]) - self.refill_left
+            if entry.get("done"):
+                self.skip_done = Ranges(entry["done"])
         self.eof = False
         self.fetching = False
         self.next_unit = 0
@@ -115,11 +259,20 @@ class _Core:
                 await self.window_wait.park(self.counters)
                 continue
             left = len(self.chunk) - self.pos
+            if left and self.skip_done is not None and self._skip_done():
+                continue
             if left:
                 k = self.unit_size()
                 if k > 1:
                     # Spread what is there over the runners rather than give it all to one.
                     k = min(k, max(1, math.ceil(left / self.slots)))
+                if self.refill_left:  # a unit holds refill items only, or none
+                    k = min(k, self.refill_left)
+                    self.refill_left -= k
+                elif self.skip_done is not None:
+                    nxt = self.skip_done.next_start(self.base + self.pos)
+                    if nxt is not None:
+                        k = min(k, nxt - self.base - self.pos)
                 start = self.pos
                 end = min(start + k, len(self.chunk))
                 self.pos = end
@@ -148,8 +301,42 @@ class _Core:
                 self.chunk = chunk
                 self.pos = 0
 
-    def _complete(self, unit: int, results: Chunk) -> None:
+    def _skip_done(self) -> bool:
+        """Resumed, unordered: pass over inputs the consumer had the outputs of. True if
+        it did (the caller looks again)."""
+        done = self.skip_done
+        assert done is not None
+        at = self.base + self.pos
+        if at not in done:
+            return False
+        end = done.first_gap(at)
+        n = min(end - at, len(self.chunk) - self.pos)
+        self.pos += n
+        self.counters.items_in += n
+        return True
+
+    def _complete(self, unit: int, results: Chunk, start: int, n: int) -> None:
         self.counters.items_out += len(results)
+        if self.refill_results is not None and not self.ordered:
+            if start < self.res_first:
+                # Resumed: the items a buffering stage after this one holds come again
+                # first, and in the order of the numbers they had as outputs (by which
+                # it takes them back): wait for all of them.
+                first = self.res_first - self.refill_total
+                self.refill_results += [(self.refill_rank[start - first + i], x) for i, x in enumerate(results)]
+                self.refill_inputs += n  # counted by inputs: a refill may fail this time
+                if self.refill_inputs < self.refill_total:
+                    return
+                self.refill_results.sort(key=_first_of)
+                results = [x for _, x in self.refill_results] + self.held_back
+                self.refill_results, self.held_back = None, []
+            else:
+                self.held_back += results
+                return
+            self.outbox.put(self.fused(results))
+            if self.fused.done:
+                self.stop.cancel()
+            return
         if self.ordered:
             if unit != self.emit_unit:
                 self.pending[unit] = results
@@ -187,7 +374,9 @@ class _Core:
                 results = await self.call(items, start)
             finally:
                 counters.in_flight -= len(items)
-            self._complete(unit, results)
+            if start >= self.res_first:  # not a refill unit (those are numbered below)
+                self.res.completed(start, len(items), len(results))
+            self._complete(unit, results, start, len(items))
 
     async def run(
         self,
@@ -258,6 +447,10 @@ class ParThen(TaskSpec):
         budget = counters.budget = ErrorBudget(self.errors, label)
         watch = _TaskWatch(label, counters, self.stall_timeout) if self.stall_timeout is not None else None
         counters.watch = watch
+        res = _ParResume(self.ordered, self.errors.mode == "skip")
+        entry = ctx.resumable(label, res)
+        if entry is not None:
+            budget.skipped = int(entry.get("skipped", 0))
         running = watch.running if watch is not None else None
         current_task = trio.lowlevel.current_task
 
@@ -276,6 +469,7 @@ class ParThen(TaskSpec):
             except Exception as exc:
                 add_note(exc, label, start)
                 if budget.absorb(exc, start, counters.items_in):
+                    res.drops.add(start)
                     return []
                 raise
             finally:
@@ -294,6 +488,8 @@ class ParThen(TaskSpec):
             call=call,
             unit_size=lambda: 1,
             counters=counters,
+            res=res,
+            entry=entry,
         )
         await core.run(watch=watch.run if watch is not None else None)
 
@@ -523,12 +719,15 @@ class ParMap(TaskSpec):
     ) -> None:
         counters = ctx.counters(label)
         counters.budget = ErrorBudget(self.errors, label)
+        res = _ParResume(self.ordered, self.errors.mode == "skip")
+        entry = ctx.resumable(label, res)
         pool = self.pool
         shared = pool._acquire(label) if pool is not None else None
         try:
             backend = self._backend(label, shared)
             async with backend:
-                await _MapRun(self, backend, label, counters).run(inbox, backend.fuse(fused), send)
+                run = _MapRun(self, backend, label, counters, entry, res)
+                await run.run(inbox, backend.fuse(fused), send)
         finally:
             if pool is not None:
                 pool._release()
@@ -558,7 +757,15 @@ class ParMap(TaskSpec):
 class _MapRun:
     """One run of a ``par_map`` stage: the scheduling around its backend's units."""
 
-    def __init__(self, spec: ParMap, backend: WorkerBackend, label: str, counters: StageCounters) -> None:
+    def __init__(
+        self,
+        spec: ParMap,
+        backend: WorkerBackend,
+        label: str,
+        counters: StageCounters,
+        entry: dict[str, Any] | None,
+        res: _ParResume,
+    ) -> None:
         self.spec = spec
         self.backend = backend
         self.label = label
@@ -567,6 +774,10 @@ class _MapRun:
         budget = counters.budget
         assert budget is not None
         self.budget = budget
+        self.res = res
+        self.entry = entry
+        if entry is not None:
+            budget.skipped = int(entry.get("skipped", 0))
         self.pacer = _Pacer(_THREAD_CALL_S if backend.kind == "thread" else _PROCESS_CALL_S)
         self.watch = _Watch(backend, label, counters, spec.timeout, spec.stall_timeout)
         counters.watch = self.watch
@@ -585,6 +796,8 @@ class _MapRun:
             call=self.call,
             unit_size=self.pacer.size,
             counters=self.counters,
+            res=self.res,
+            entry=self.entry,
         )
         await core.run(self._warm_ups(), watch=self.watch.run if self.watch.needed else None)
 
@@ -628,6 +841,7 @@ class _MapRun:
         for index, exc in failures:
             if not self.budget.absorb(exc, index, self.counters.items_in):
                 raise exc
+            self.res.drops.add(index)
 
     def lost_error(self, lost: Lost, index: int, attempts: int) -> BaseException:
         tries = f" ({attempts} attempts)" if attempts > 1 else ""
@@ -657,6 +871,7 @@ class _MapRun:
                 attempts += 1
         err = self.lost_error(lost, index, attempts)
         if self.budget.absorb(err, index, self.counters.items_in):
+            self.res.drops.add(index)
             return []
         raise err
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .._buffers.reuse import is_free
+from .._engine.resume import Cut
 from .._engine.spec import Chunk, Op
 from .._engine.util import add_note
 from . import shm
@@ -50,7 +51,8 @@ class SlotBatcher(Op):
         self.owners: dict[str, np.ndarray[Any, np.dtype[np.uint8]]] = {}
         #: Batch number -> the name of the slab it is written into.
         self.active: dict[int, str] = {}
-        self.index = 0
+        #: The number of the next item (a resumed ``batch()`` goes on from its checkpoint).
+        self.index = self.seen = int(op.seen)
         self.fallback = False
         self.made = 0
 
@@ -172,3 +174,14 @@ class SlotBatcher(Op):
         if downstream is None:
             return None
         return max(0, downstream * self.size - self.index % self.size)
+
+    # -- checkpoints: as the batch() it stands for ---------------------------------------
+    passes_refill = False
+
+    def cut(self, r: int) -> Cut:
+        return Cut(r * self.size)
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        self.op.restore(entry)
+        super().restore(entry)
+        self.index = self.seen
