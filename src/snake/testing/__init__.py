@@ -4,6 +4,8 @@
   each drawn :class:`Pipeline` knowing its sequential reference and its laws;
 - :func:`check_stage` (and :func:`check_stage_async` inside trio): your stage function
   checked against those laws in every placement, through ``open()`` and ``open_sync()``;
+- :func:`check_resume` (and :func:`check_resume_async`): your pipeline checkpointed with
+  ``items.state_dict()`` and resumed, against its uninterrupted run;
 - :func:`assert_no_leaks`: fails if a thread, process, shared-memory file or trio task
   outlives the block.
 
@@ -24,6 +26,8 @@ from ._leaks import LeakCheck as LeakCheck
 from ._leaks import assert_no_leaks as assert_no_leaks
 from ._pipelines import Pipeline as Pipeline
 from ._pipelines import pipelines as pipelines
+from ._resume import check_resume as check_resume
+from ._resume import check_resume_async as check_resume_async
 
 del _hypothesis
 
@@ -31,6 +35,8 @@ __all__ = [
     "LeakCheck",
     "Pipeline",
     "assert_no_leaks",
+    "check_resume",
+    "check_resume_async",
     "check_stage",
     "check_stage_async",
     "pipelines",

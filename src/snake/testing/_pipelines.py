@@ -23,6 +23,7 @@ from ._model import (
     same_list,
     short,
 )
+from ._resume import resume_law
 from ._run import collect_open, collect_sync, refuse_trio, release_check, run_coroutines, run_open
 
 Backend = Literal["thread", "process"]
@@ -291,6 +292,25 @@ class Pipeline:
         stopped = self._run_sync(how, lambda: run_open(self.stream, self.stop))
         self._verify_stop(stopped, how)
         self._agree(got, self._sync_laws())
+
+    def check_resume(self, at: Sequence[int] | None = None) -> None:
+        """Check the resume law (see :func:`check_resume`) at the checkpoints ``at`` (by
+        default 0, 1, ``stop``, the middle and the end), through ``open()``,
+        ``open_sync()`` and ``snake.aio``: the items before a checkpoint and after it must
+        be an output this pipeline may give (:meth:`verify`)."""
+        refuse_trio("Pipeline.check_resume()", "trio.to_thread.run_sync(pipeline.check_resume)")
+        self._raise_reference_error()
+        n = len(self.reference)
+        points = at if at is not None else (0, 1, min(self.stop, n), n // 2, n)
+
+        def problem(got: list[Any]) -> str:
+            try:
+                self.verify(got)
+            except AssertionError as exc:
+                return str(exc).rsplit("\n", 1)[-1]
+            return ""
+
+        resume_law(self.stream, n, problem, at=points)
 
     async def check_async(self) -> None:
         """:meth:`check` from inside trio: ``open()`` runs in the current trio run, and
