@@ -149,3 +149,18 @@ def test_arguments_are_checked_where_called() -> None:
         with pytest.raises(ValueError, match=r"pin_memory=True needs CUDA"):
             s.to_torch(pin_memory=True)
     assert repr(s.to_torch()).endswith(".to_torch()")
+
+
+@needs_torch
+def test_to_torch_resumes_exactly_and_its_state_survives_torch_save(tmp_path: Any) -> None:
+    torch = _torch()
+    stream = snake.from_iterable(range(40)).map(image).batch(4).to_torch()
+    full = [b.clone() for b in stream.to_list()]
+    with stream.open_sync() as items:
+        got = [next(items).clone() for _ in range(3)]
+        torch.save({"loader": items.state_dict()}, tmp_path / "ckpt.pt")
+    state = torch.load(tmp_path / "ckpt.pt")["loader"]
+    with stream.open_sync(state_dict=state) as items:
+        got += [b.clone() for b in items]
+    assert len(got) == len(full)
+    assert all(torch.equal(a, b) for a, b in zip(got, full, strict=True))

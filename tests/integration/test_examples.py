@@ -60,6 +60,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "after the block: WorkerPoolStatistics(idle_workers=0, running_workers=0)",
         "the pool's workers still run: False",
     ),
+    "checkpoint.py": (
+        "first run: killed by signal 9 at step 35",
+        "checkpoint: step 30",
+        "second run: resumed, ended at step 100",
+        "every example exactly once: True",
+        "the same model as an uninterrupted run: True",
+    ),
     "datasets.py": (
         "epoch 2: mean loss ",
         "96 steps; loss went down: True",
