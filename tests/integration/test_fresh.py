@@ -243,3 +243,31 @@ def test_the_runner_reports_an_orphan_and_a_hang_with_its_stack(tmp_path: Path) 
     hang = run_fresh([str(tmp_path / "hang.py")], tmp_path / "b", 1, "hang.py")
     assert hang.timed_out and hang.returncode == -6, hang.describe()
     assert "stuck_here" in hang.stderr, hang.describe()
+
+
+# -- a script that reads its arguments at import --------------------------------------------
+
+ARGV_SCRIPT = """\
+import sys
+
+import snake
+
+SCALE = int(sys.argv[1])  # read at import, as argparse at module level does
+
+
+def scale(x):
+    return x * SCALE
+
+
+if __name__ == "__main__":
+    print(sum(snake.from_iterable(range(10)).par_map(scale, workers=2, worker_type=sys.argv[2])))
+"""
+
+
+@pytest.mark.parametrize("worker_type", ["auto", "spawn"])
+def test_workers_see_the_arguments_the_script_was_given(worker_type: str, tmp_path: Path) -> None:
+    script = tmp_path / "reads_argv.py"
+    script.write_text(ARGV_SCRIPT)
+    run = run_fresh([str(script), "3", worker_type], tmp_path, 60, f"reads_argv.py ({worker_type})")
+    run.check()
+    assert run.stdout.strip() == str(3 * sum(range(10))), run.describe()

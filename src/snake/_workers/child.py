@@ -110,13 +110,16 @@ def _exit() -> None:
     os._exit(0)
 
 
-def import_main(main: dict[str, str]) -> None:
+def import_main(main: dict[str, Any]) -> None:
     """Import the user's main module as ``__mp_main__`` (its ``if __name__ ==
-    "__main__"`` block does not run), so that functions defined there unpickle."""
+    "__main__"`` block does not run), so that functions defined there unpickle. Its
+    ``sys.argv`` is the parent's, as under multiprocessing."""
     import multiprocessing  # noqa: F401  (its first import aliases __mp_main__ to __main__)
     import runpy
     import types
 
+    if "argv" in main:
+        sys.argv = list(main["argv"])
     if "name" in main:
         content = runpy.run_module(main["name"], run_name="__mp_main__", alter_sys=False)
     elif "path" in main:
@@ -147,10 +150,11 @@ def spawned_main() -> None:
     idle timeout, main module (JSON), modules to import (JSON)."""
     sock_fd, stack_fd, parent = (int(a) for a in sys.argv[2:5])
     idle_timeout = float(sys.argv[5])
+    main, modules = json.loads(sys.argv[6]), json.loads(sys.argv[7])
     sock = socket.socket(fileno=sock_fd)
     try:
-        import_main(json.loads(sys.argv[6]))
+        import_main(main)  # sets sys.argv to the parent's
     except BaseException:
         traceback.print_exc()
-    preload(json.loads(sys.argv[7]))
+    preload(modules)
     serve(sock, stack_fd, parent, idle_timeout)

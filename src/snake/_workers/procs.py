@@ -59,16 +59,18 @@ class WorkerRetired(Exception):
     """The worker retired (idle timeout) just as a call was sent: the call did not run."""
 
 
-def _main_module() -> dict[str, str]:
-    """How a worker imports the user's main module (as multiprocessing's spawn does)."""
+def _main_module() -> dict[str, Any]:
+    """How a worker imports the user's main module (as multiprocessing's spawn does),
+    with the ``sys.argv`` it sees (a module that reads its arguments at import)."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     name = getattr(spec, "name", None)
+    argv = [str(a) for a in sys.argv]
     if isinstance(name, str) and name and name != "__main__":
-        return {"name": name}
+        return {"name": name, "argv": argv}
     path = getattr(main, "__file__", None)
     if isinstance(path, str) and os.path.exists(path) and not sys.flags.interactive:
-        return {"path": os.path.abspath(path)}
+        return {"path": os.path.abspath(path), "argv": argv}
     return {}
 
 
