@@ -168,6 +168,26 @@ def test_counters_go_on_from_the_checkpoint() -> None:
     assert seen[-1] == 29  # the monitor counts on from the 10 items before it
 
 
+def test_a_resumed_runs_statistics_count_the_work_of_that_run() -> None:
+    stream = snake.from_iterable(range(200)).map(funcs.double).shuffle(20, seed=3).map(funcs.double)
+    _, state = _take(stream, 150)
+    held = len(state["stages"][2]["held"])
+    assert held > 0
+
+    async def rest() -> snake.PipelineStatistics:
+        async with stream.open(state_dict=state) as items:
+            async for _ in items:
+                pass
+            return items.statistics()
+
+    stats = trio.run(rest)
+    resume = state["stages"][2]["resume"]
+    # the map before the shuffle runs again on the held items, then on the rest
+    assert stats.stage(1).items_in == stats.stage(1).items_out == held + 200 - resume
+    assert stats.stage(2).items_in == held + 200 - resume
+    assert stats.stage(2).items_out == stats.stage(3).items_in == 50
+
+
 @pytest.mark.parametrize(
     "stream",
     [

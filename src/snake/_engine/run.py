@@ -309,6 +309,7 @@ async def open_pipeline(
                     entry = ctx.resumable(labels[j], op)
                     if entry is not None:
                         op.restore(entry)
+                        op.run_base = (op.seen, op.emitted)
                     ctx.sources[j] = op
                     ctx.hosts[j] = i
                     ops.append(op)

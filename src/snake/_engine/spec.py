@@ -76,7 +76,19 @@ class Op(Resumable, abc.ABC):
     the epoch.
     """
 
-    __slots__ = ("budget", "busy_s", "done", "emitted", "label", "refill_left", "seen", "selecting", "weight")
+    __slots__ = (
+        "budget",
+        "busy_s",
+        "done",
+        "emitted",
+        "label",
+        "refill_left",
+        "refilled",
+        "run_base",
+        "seen",
+        "selecting",
+        "weight",
+    )
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -97,14 +109,19 @@ class Op(Resumable, abc.ABC):
         self.refill_left = 0
         #: True while a resumed buffering operator picks its held items out of its input.
         self.selecting = False
+        #: Items passed on again for a buffering stage after it (counted in statistics).
+        self.refilled = 0
+        #: ``(seen, emitted)`` where a resumed run started: statistics count from there.
+        self.run_base = (0, 0)
 
     @property
     def items_in(self) -> int:
-        return self.seen
+        """Inputs of this run (``seen`` and ``emitted`` are positions in the epoch)."""
+        return self.seen - self.run_base[0] + self.refilled
 
     @property
     def items_out(self) -> int:
-        return self.emitted
+        return self.emitted - self.run_base[1] + self.refilled
 
     @property
     def errors_skipped(self) -> int:
@@ -136,6 +153,7 @@ class Op(Resumable, abc.ABC):
         """``(refill items passed on, the rest of chunk)`` while refill items are due."""
         k = min(self.refill_left, len(chunk))
         self.refill_left -= k
+        self.refilled += k
         return self.refill(chunk[:k]), chunk[k:]
 
 
@@ -171,6 +189,10 @@ class HoldingOp(Op):
             self.selecting = True
         else:
             self.refill_left = len(held)
+
+    @property
+    def items_out(self) -> int:
+        return self.emitted - self.run_base[1]  # the items it took back are not passed on
 
     def take_back(self, held: list[int]) -> None:
         """Make room for the items held at the checkpoint (numbers ``held``, in the order
