@@ -91,12 +91,55 @@ def _check_timeout(method: str, timeout: object, name: str = "timeout") -> float
 
 @final
 class Stream(Generic[T]):
-    """A pipeline description. Build it from a source, chain stages, then open it.
+    """An immutable, lazy description of a pipeline.
+
+    You get one from a source function (:func:`from_iterable`, :func:`from_parquet`,
+    ...), and every method returns a new ``Stream`` with one more stage; nothing runs
+    until the stream is opened. A stream can be opened any number of times, and each
+    opening is an independent run (a source on a one-shot iterable, such as a
+    generator, gives its items only at the first run).
 
     ``repr(stream)`` replays the chain that built it::
 
         >>> snake.from_iterable(range(3)).map(str)
         from_iterable(<range len=3>).map(str)
+
+    A function appears by its ``__qualname__``, without the ``outer.<locals>.``
+    prefix of a nested function; a ``functools.partial`` appears as
+    ``partial(fn, arg, key=value)``. Options at their default are left out, except
+    ``limit`` of ``par_then`` and ``workers`` of ``par_map``.
+
+    Setting an attribute raises ``AttributeError: Stream is immutable: every method
+    returns a new Stream``, and ``Stream(...)`` is not called directly: it raises
+    ``TypeError: Stream() is not built directly; start from snake.from_iterable(...)``.
+
+    **Argument errors.** A method checks its arguments when it is called, before
+    anything runs, and the message quotes the argument; ``...`` in the messages
+    quoted in snake's docstrings stands for the value, or the function's name, as the
+    message shows it. Every method that takes a callable raises:
+
+    - ``TypeError: METHOD: fn=... is not callable`` when the argument is not
+      callable (``fn`` is the word for every method, ``filter`` included);
+    - ``TypeError: METHOD needs a sync function; NAME is an async function (use
+      then() or par_then() for async functions)`` for ``map``, ``filter``,
+      ``flat_map`` and ``par_map`` given an ``async def`` function;
+    - ``TypeError: METHOD needs an async function; NAME is a sync function (use
+      map() or par_map() for sync functions)`` for ``then`` and ``par_then`` given a
+      plain function. A ``lambda`` is a plain function, even if it returns a
+      coroutine.
+
+    The colour check looks through ``functools.partial`` and at the ``__call__`` of
+    callable objects; a callable whose colour cannot be told is accepted. Integer
+    and boolean options raise ``TypeError: METHOD: NAME=... must be an int`` (a
+    ``bool`` is not accepted as an int), ``ValueError: METHOD: NAME=... must be >=
+    MIN`` and ``TypeError: METHOD: NAME=... must be a bool``.
+
+    **Stage numbers.** Stages are numbered from 0, the source, in the order of the
+    chain. A stage's exception comes out of your loop unchanged, with a note that
+    calls the stage ``#i`` followed by its part of the ``repr``, and names the item
+    by its index among the items that reached that stage: ``snake: raised in stage
+    #2 par_map(fib, workers=2) on item index 7``. :meth:`Items.statistics` uses the
+    same numbers.
     """
 
     __slots__ = ("_specs",)
@@ -124,30 +167,56 @@ class Stream(Generic[T]):
 
     # -- inline stages ---------------------------------------------------------------
     def map(self, fn: Callable[[T], U], /) -> Stream[U]:
-        """Apply a sync ``fn`` to every item, inline (fused with adjacent inline stages)."""
+        """``fn(item)`` for every item. ``fn`` must be sync.
+
+        An inline stage, as are ``filter``, ``flat_map``, ``enumerate``, ``take``,
+        ``skip``, ``batch``, ``pad_batch`` and ``bucket_by_length``: it has no task of its
+        own, but is fused into the task of the stage before it and applied to whole
+        chunks, keeping the order of the items. It runs on the trio event loop, so a slow
+        ``fn`` delays every task of the pipeline: move slow work to :meth:`par_map`. An
+        exception from ``fn`` gets the note ``snake: raised in stage #i map(fn) on item
+        index k``, ``k`` counting the items that reached this stage.
+        """
         check_callable("map", fn, want_async=False)
         return self._then(Map(fn))
 
     def filter(self, pred: Callable[[T], object], /) -> Stream[T]:
-        """Keep the items for which ``pred(item)`` is true."""
+        """The items for which ``pred(item)`` is true. ``pred`` must be sync; an inline stage."""
         check_callable("filter", pred, want_async=False)
         return self._then(Filter(pred))
 
     def flat_map(self, fn: Callable[[T], Iterable[U]], /) -> Stream[U]:
-        """Replace every item by the items of the iterable ``fn(item)``."""
+        """Every item replaced by the items of the iterable ``fn(item)``, in order.
+
+        ``fn`` must be sync; an inline stage.
+        """
         check_callable("flat_map", fn, want_async=False)
         return self._then(FlatMap(fn))
 
     def enumerate(self) -> Stream[tuple[int, T]]:
-        """Pair every item with its index: ``(0, a), (1, b), ...``."""
+        """Every item paired with its index: ``(0, a), (1, b), ...``. An inline stage."""
         return self._then(Enumerate())
 
     def take(self, n: int, /) -> Stream[T]:
-        """The first ``n`` items; the stages before stop once they are produced."""
+        """The first ``n`` items; ``take(0)`` gives none.
+
+        Once ``take`` has its ``n`` items, the stage it is fused into ends cleanly, and
+        the stages before that one stop when they next try to send. When ``take`` is
+        fused into the source (only inline stages between them), the source stops
+        reading: :func:`from_iterable` reads exactly the items ``take`` needs, or up to
+        one chunk more if a ``filter`` or ``flat_map`` sits between them.
+
+        Raises, when called: ``TypeError: take: n=... must be an int``,
+        ``ValueError: take: n=... must be >= 0``.
+        """
         return self._then(Take(check_int("take", "n", n, minimum=0)))
 
     def skip(self, n: int, /) -> Stream[T]:
-        """Drop the first ``n`` items."""
+        """All items but the first ``n``. An inline stage.
+
+        Raises, when called: ``TypeError: skip: n=... must be an int``,
+        ``ValueError: skip: n=... must be >= 0``.
+        """
         return self._then(Skip(check_int("skip", "n", n, minimum=0)))
 
     @overload
@@ -159,13 +228,47 @@ class Stream(Generic[T]):
     @overload
     def batch(self, size: int, /, *, drop_last: bool = ..., collate: Callable[[list[T]], U]) -> Stream[U]: ...
     def batch(self, size: int, /, *, drop_last: bool = False, collate: CollateArg = "default") -> Stream[Any]:
-        """Group items into batches of ``size``; the last may be shorter unless ``drop_last``.
+        """Group items into batches of ``size`` items.
 
-        ``collate="default"`` turns each list of items into arrays: NumPy arrays are
-        stacked by ``snake.kernels.stack`` into a buffer reused once the consumer has let
-        go of the batch before (and of every view of it); numbers become one array; dicts,
-        tuples and lists are collated field by field; other items stay a list.
-        ``collate=None`` gives plain lists; a sync function is called with each list.
+        The last batch holds the items left over and may be shorter; with
+        ``drop_last=True`` it is dropped. Each group, a list, goes to ``collate``:
+
+        - ``"default"``: NumPy arrays are stacked by :func:`snake.kernels.stack` into a
+          buffer that is reused once no batch or view of it is referenced any more;
+          numbers become ``np.asarray(group)``; dicts, tuples (named tuples too) and
+          lists are collated field by field; other items (strings, ``None``, objects,
+          masked arrays) stay a list. The first item decides the rule.
+          :doc:`/batching` gives the rules, the buffer reuse and its safety rule, and
+          the memory the pools keep.
+        - ``None``: the list itself (typed ``Stream[list[T]]``).
+        - a sync function: ``collate(group)`` (typed ``Stream[U]`` for a function
+          returning ``U``), run inline.
+
+        ``repr``: ``batch(32)``, ``batch(32, drop_last=True, collate=None)``,
+        ``batch(32, collate=fn)``. The buffers of the stages from the one ``batch`` is
+        fused into onwards count batches, not items (see the memory bound in
+        :doc:`/concurrency`).
+
+        At run time, a group the default collate cannot collate raises the kernel's
+        ``ValueError`` (``stack: arrays[2] has shape (4,) dtype float64; expected shape
+        (3,) dtype float64 like arrays[0]``) or ``TypeError``, or snake's
+        ``ValueError``/``TypeError`` naming ``items[i]`` (dicts with other keys, tuples
+        of another length, a non-number among numbers). The notes name the stage and
+        the offending item's index among the items that reached the stage, then the
+        batch: ``snake: raised in stage #2 batch(4) on item index 6``, ``snake: in batch
+        index 1 (item indices 4..7), field ['x']``. An exception from a ``collate``
+        function gets the same notes without the item index.
+
+        Raises, when called:
+
+        - ``TypeError: batch: size=... must be an int``;
+        - ``ValueError: batch: size=... must be >= 1``;
+        - ``TypeError: batch: drop_last=... must be a bool``;
+        - ``ValueError: batch: collate='...' must be 'default', None or a sync
+          function`` (another string);
+        - ``TypeError: batch: collate=... must be 'default', None or a sync function``
+          (not callable);
+        - ``TypeError: batch needs a sync collate function; NAME is an async function``.
         """
         size = check_int("batch", "size", size, minimum=1)
         check_bool("batch", "drop_last", drop_last)
@@ -181,13 +284,34 @@ class Stream(Generic[T]):
         pad_to_multiple: int | None = None,
         drop_last: bool = False,
     ) -> Stream[Any]:
-        """Batch variable-length arrays into ``(batch, lengths)``, padded with ``pad_value``.
+        """Batches of ``size`` variable-length arrays, padded: ``(batch, lengths)``.
 
-        Each array (or list, converted with ``np.asarray``) of shape ``(n_i, *rest)`` is
-        written by ``snake.kernels.pad_stack`` into ``batch[i, :n_i]`` of a reused buffer
-        of shape ``(size, L, *rest)``, L being the longest n_i rounded up to a multiple of
-        ``pad_to_multiple``; ``lengths`` holds the n_i. Dict and tuple items are padded
-        field by field; their other fields are collated as by ``batch()``.
+        Groups items like :meth:`batch`. An array with at least one axis, of shape
+        ``(n_i, *rest)``, or a list (converted with ``np.asarray``), is written by
+        :func:`snake.kernels.pad_stack` into a reused buffer of shape ``(len(group), L,
+        *rest)``, where ``L`` is the longest ``n_i`` rounded up to a multiple of
+        ``pad_to_multiple`` (if given), and ``pad_value`` fills the rest; the result is
+        ``(batch, lengths)``, ``lengths`` the ``int64`` array of the ``n_i``. Dict and
+        tuple items are padded field by field, every array field with an axis and every
+        list field becoming a ``(batch, lengths)`` pair; other fields are collated as by
+        :meth:`batch`. See :doc:`/batching`.
+
+        ``repr``: ``pad_batch(32)``, ``pad_batch(32, pad_value=-1, pad_to_multiple=8,
+        drop_last=True)``.
+
+        At run time, the kernel's errors, with the notes of :meth:`batch`: a dtype or
+        trailing shape that differs from the first item's, a 0-d array, a
+        ``pad_value`` the dtype cannot hold (``ValueError: pad_stack: pad_value=-1 does
+        not fit dtype uint8``), a dtype that cannot be padded.
+
+        Raises, when called:
+
+        - ``TypeError: pad_batch: size=... must be an int``;
+        - ``ValueError: pad_batch: size=... must be >= 1``;
+        - ``TypeError: pad_batch: pad_value=... must be a bool, int, float or complex``;
+        - ``TypeError: pad_batch: pad_to_multiple=... must be an int``;
+        - ``ValueError: pad_batch: pad_to_multiple=... must be >= 1``;
+        - ``TypeError: pad_batch: drop_last=... must be a bool``.
         """
         size = check_int("pad_batch", "size", size, minimum=1)
         check_pad_value("pad_batch", pad_value)
@@ -206,13 +330,44 @@ class Stream(Generic[T]):
         pad_value: complex = 0,
         drop_last: bool = False,
     ) -> Stream[Any]:
-        """Group items of similar length into padded batches (as ``pad_batch`` makes them).
+        """Group items of similar length into padded batches, as ``tf.data``'s
+        ``bucket_by_sequence_length`` does.
 
-        An item goes to bucket ``i`` if ``boundaries[i-1] <= length(item) < boundaries[i]``
-        (bucket 0 below ``boundaries[0]``, the last one from ``boundaries[-1]`` up), and a
-        bucket that holds ``batch_sizes[i]`` items is emitted as one batch; so
-        ``len(batch_sizes) == len(boundaries) + 1``. At the end, the partial buckets are
-        emitted in bucket order, unless ``drop_last``.
+        An item goes to bucket ``i`` if ``boundaries[i-1] <= length(item) <
+        boundaries[i]`` (bucket 0 holds the lengths below ``boundaries[0]``, the last
+        bucket those from ``boundaries[-1]`` up), so ``len(batch_sizes) ==
+        len(boundaries) + 1``. When bucket ``i`` holds ``batch_sizes[i]`` items, they
+        are emitted as one batch, padded as by :meth:`pad_batch` (without
+        ``pad_to_multiple``). At the end of the input the partial buckets are emitted in
+        bucket order, unless ``drop_last=True``. The stage holds up to
+        ``sum(batch_sizes) - len(batch_sizes)`` items; batches come out in the order
+        their buckets fill. See :doc:`/batching`.
+
+        ``repr``: ``bucket_by_length([64, 128], [32, 16, 8])``, with ``length=fn``,
+        ``pad_value=...`` and ``drop_last=True`` when they are not the defaults.
+
+        At run time, ``length(item)`` must return an ``int`` or a NumPy integer
+        (``TypeError: bucket_by_length: length(item) returned float; it must return an
+        int``), ``>= 0`` (``ValueError: bucket_by_length: length(item) returned -1; a
+        length must be >= 0``); these and exceptions raised by ``length`` get the note
+        ``snake: raised in stage #i bucket_by_length(...) on item index k``. Padding
+        errors are as for :meth:`pad_batch`, their batch note listing the batch's item
+        indices.
+
+        Raises, when called:
+
+        - ``TypeError: bucket_by_length: boundaries=... must be a sequence of ints``;
+        - ``ValueError: bucket_by_length: boundaries=... must hold ints >= 1
+          (boundaries[i]=...)``;
+        - ``ValueError: bucket_by_length: boundaries=... must be strictly increasing
+          (...)``;
+        - the first two for ``batch_sizes`` (ints ``>= 1``);
+        - ``ValueError: bucket_by_length: batch_sizes=... has N sizes; it needs
+          len(boundaries) + 1 = M, one per bucket``;
+        - the callable errors of :class:`Stream` for ``length`` (as ``fn=``);
+        - ``TypeError: bucket_by_length: pad_value=... must be a bool, int, float or
+          complex``;
+        - ``TypeError: bucket_by_length: drop_last=... must be a bool``.
         """
         bounds, sizes = check_buckets("bucket_by_length", boundaries, batch_sizes)
         check_callable("bucket_by_length", length, want_async=False)
@@ -222,9 +377,14 @@ class Stream(Generic[T]):
 
     # -- concurrent stages -----------------------------------------------------------
     def then(self, afn: Callable[[T], Awaitable[U]], /, *, stall_timeout: float | None = 60.0) -> Stream[U]:
-        """Await ``afn(item)`` for every item, one at a time.
+        """Await ``afn(item)`` for every item, one at a time, in order.
 
-        ``stall_timeout``: as in ``par_then``.
+        The same as ``par_then(afn, limit=1)``, with the ``repr`` ``then(afn)``; a
+        failing call gets the note ``snake: raised in stage #i then(afn) on item index
+        k``. ``stall_timeout`` is as for :meth:`par_then`; ``then`` has no ``timeout``.
+
+        Raises, when called: the callable errors of :class:`Stream`, and those of
+        ``stall_timeout`` listed under :meth:`par_then`.
         """
         check_callable("then", afn, want_async=True)
         stall_timeout = _check_timeout("then", stall_timeout, name="stall_timeout")
@@ -240,18 +400,43 @@ class Stream(Generic[T]):
         timeout: float | None = None,
         stall_timeout: float | None = 60.0,
     ) -> Stream[U]:
-        """Await ``afn(item)`` in up to ``limit`` concurrent trio tasks: for IO.
+        """Await ``afn(item)`` for up to ``limit`` items at once, each call in its own trio
+        task: for IO (reads, HTTP requests, sleeps).
 
-        With ``ordered=True`` (the default) items keep their input order; a slow
-        item holds back at most ``limit`` others. ``ordered=False`` yields in
-        completion order. With ``timeout`` (seconds), an item that takes longer is
-        cancelled and raises ``TimeoutError`` (or is dropped under ``on_error("skip")``).
+        - ``ordered=True``: results come out in input order. Counting from the oldest
+          call whose result has not come out yet, at most ``limit`` calls are started:
+          while one call is slow, at most ``limit - 1`` later calls can start, and their
+          results wait for it. ``ordered=False``: results come out in the order the
+          calls finish.
+        - ``timeout``: a number of seconds (``int`` or ``float``, stored as a
+          ``float``), or ``None`` (the default) for no limit. A call still running
+          ``timeout`` seconds after it started is cancelled, and the item fails with
+          ``TimeoutError: stage #i par_then(afn, limit=16, timeout=2.0): item index k
+          took longer than timeout=2.0s`` and the note ``snake: raised in stage #i ...
+          on item index k``; under :meth:`on_error("skip") <on_error>` the item is
+          dropped instead. :attr:`StageStatistics.timeouts` counts these items, and the
+          ``repr`` shows ``timeout=2.0`` when it is set.
+        - ``stall_timeout``: a number of seconds or ``None``; 60 by default. When a call
+          has been awaited for ``stall_timeout`` seconds, the stage logs a ``WARNING``
+          on the logger ``snake`` naming the stage, the item index and how long it has
+          run, followed by where every busy task is waiting (its chain of awaits,
+          trio's own frames left out). It repeats every ``stall_timeout`` seconds while
+          a call stays stuck, and cancels nothing (that is ``timeout``). The watch looks
+          at the calls in flight every ``min(stall_timeout / 4, 1 s)``, so the ages it
+          reports are low by up to that much. :attr:`StageStatistics.stalls` counts the
+          warnings; the ``repr`` shows ``stall_timeout=...`` when it is not 60.0.
+          ``None`` turns the warnings off.
 
-        ``stall_timeout``: when an item has been awaited this many seconds, a warning
-        goes to the ``snake`` logger naming the stage, the item and how long it has
-        run, with the stack of every busy task; it repeats every ``stall_timeout``
-        seconds while the stage stays stuck (``None``: never). Nothing is cancelled:
-        that is what ``timeout`` does.
+        Raises, when called:
+
+        - the callable errors of :class:`Stream`;
+        - ``TypeError: par_then: limit=... must be an int``;
+        - ``ValueError: par_then: limit=... must be >= 1``;
+        - ``TypeError: par_then: ordered=... must be a bool``;
+        - ``TypeError: par_then: timeout=... must be a number of seconds or None`` (a
+          ``bool`` is not accepted);
+        - ``ValueError: par_then: timeout=... must be > 0``;
+        - the same two for ``stall_timeout`` (of ``then`` too).
         """
         check_callable("par_then", afn, want_async=True)
         limit = check_int("par_then", "limit", limit, minimum=1)
@@ -274,47 +459,182 @@ class Stream(Generic[T]):
         pool: WorkerPool | None = None,
         stall_timeout: float | None = 60.0,
     ) -> Stream[U]:
-        """Run a sync ``fn`` on every item in parallel: for CPU work.
+        """Run a sync ``fn`` on every item, in parallel: for CPU work.
 
-        ``backend="process"`` runs ``fn`` in ``workers`` worker processes, which
-        need ``fn`` to be picklable (defined at module level; workers import the
-        script's main module, so a script must open its pipelines under ``if
-        __name__ == "__main__":``). ``backend="thread"`` runs it in threads: right
-        for code that releases the GIL, such as ``snake.kernels`` and most NumPy.
-        Items travel in chunks sized from the measured per-item time. ``workers``
-        defaults to the number of CPUs this process may use.
+        - ``workers``: the number of worker processes or threads. ``None`` means the
+          number of CPUs this process may run on (``len(os.sched_getaffinity(0))`` where
+          it exists, else ``os.cpu_count()``), resolved when ``par_map`` is called; with
+          ``pool=``, the pool's ``workers``.
+        - ``backend="process"``: ``fn`` runs in snake's worker processes (below).
+          ``fn`` and the items are pickled; so are the results, except large NumPy
+          arrays, which come back through shared memory (below). The stage takes idle
+          workers from a process-wide cache, starts new ones when there are not enough,
+          and gives them back to the cache when it ends; or, with ``pool=``, uses the
+          pool's. Scripts need the ``if __name__ == "__main__":`` guard.
+        - ``backend="thread"``: ``fn`` runs in threads of this process: for code that
+          releases the GIL, such as :mod:`snake.kernels` and most NumPy operations on
+          large arrays. Nothing is pickled.
+        - ``ordered``: as for :meth:`par_then`, with a window of ``2 * workers`` units.
+        - ``worker_type``: how worker processes start. ``"auto"`` (the default) is
+          ``"forkserver"``: each worker is forked from snake's launcher, a
+          single-threaded process, in a few milliseconds. ``"spawn"``: the launcher
+          starts each worker as a fresh interpreter, which imports everything again:
+          slower to start. ``"fork"``: the worker is a fork of your own process. Fast,
+          and the worker sees everything your process has in memory, but **unsafe once
+          your process has threads** (snake's own, pyarrow's, BLAS's): the worker can
+          deadlock on a lock that another thread held at the moment of the fork. Use it
+          only in a process you know to be single-threaded. Worker processes need
+          ``os.fork``: where it is missing, every type fails when called.
+        - ``retries``: an ``int`` >= 0, process backend only. When the worker process
+          running an item dies, or is killed for running past ``timeout``, the item is
+          run again, alone in a call, up to ``retries`` times before the stage gives up
+          on it. The other items of the lost call do not use up retries (below).
+        - ``timeout``: a number of seconds (``int`` or ``float``, stored as a
+          ``float``) or ``None`` (the default), process backend only. A call to a worker
+          is given ``timeout`` seconds per item it carries (``timeout * len(unit)``);
+          past that, its worker process is killed, and the item it was running is the
+          one that timed out. A call of one item gets ``timeout`` seconds; but while
+          items are fast, units hold many items, so a single slow item among them is
+          stopped only once the whole unit has used up its time. An item that hangs is
+          always stopped.
+        - ``pool``: a :class:`WorkerPool`, process backend only. The stage runs on the
+          pool's own worker processes instead of the process-wide cache; the pipeline
+          must run inside the pool's ``with`` block.
+        - ``stall_timeout``: a number of seconds (``int`` or ``float``, stored as a
+          ``float``) or ``None``; 60 by default; both backends. When an item has been
+          running for ``stall_timeout`` seconds, the stage logs a ``WARNING`` on the
+          logger ``snake`` that names the stage, the item index and how long it has
+          run, followed by the Python stack of every busy worker (from ``faulthandler``
+          in a worker process; the thread's stack with ``backend="thread"``). The
+          warning repeats every ``stall_timeout`` seconds while an item stays stuck. It
+          only reports: the item goes on running (``timeout`` stops it).
+          :attr:`StageStatistics.stalls` counts the warnings. ``None`` turns them off.
 
-        Worker processes are never forked from your process, which has threads
-        (snake's own, pyarrow's, BLAS's), and a fork can inherit a lock another
-        thread held and hang. ``worker_type`` picks how they start:
+        The ``repr`` shows ``retries=...``, ``timeout=...``, ``stall_timeout=...`` (when
+        it is not 60.0) and ``pool=<WorkerPool>`` when they are set.
 
-        - ``"auto"`` / ``"forkserver"``: forked from snake's launcher, a
-          single-threaded process started once per process that has imported your
-          main module, snake and NumPy: a few ms a worker.
-        - ``"spawn"``: each worker a fresh interpreter (slower to start).
-        - ``"fork"``: fork this process. Fast, and it sees everything your process
-          has in memory, but **unsafe once the process has threads**: the worker
-          can deadlock on a lock that another thread held at the fork. Only for
-          processes known to be single-threaded.
+        **Units.** Items go to the workers in units of several items. A unit's size is
+        chosen from the measured time per item, so that one call carries about 20 ms of
+        work on a process or 2 ms on a thread; the first unit holds one item, and no
+        unit holds more than 1024 items. With the process backend, the stage makes one
+        no-op call per worker as it opens, so the workers start while the source
+        produces its first items.
 
-        Idle workers wait in a process-wide cache for the next stage, run, epoch or
-        ``open()`` (``SNAKE_WORKER_IDLE_TIMEOUT`` seconds, 60 by default), so only
-        the first pipeline of a process pays for start-up. A worker never outlives
-        your process, even while stuck in native code.
+        **Lost calls.** When a call is lost (its worker died, or was killed for its
+        timeout), snake reads which item the worker was running: a worker writes the
+        index of each item into a shared-memory slot before it starts the item. Then:
 
-        Process workers only: a worker that dies (a crash, ``os._exit``, a signal)
-        raises ``WorkerCrashedError`` naming the item; with ``retries=k`` the item
-        is run again, on a fresh worker, up to k times. ``timeout`` (seconds per
-        item) kills the worker of an item that runs longer and raises
-        ``TimeoutError`` (or retries it). Large numpy arrays in results come back
-        through shared memory. ``pool`` runs the stage on a :class:`WorkerPool`'s
-        own workers.
+        1. the items of the call before that item had finished, but their results died
+           with the worker: they run again, in a new call, whatever ``retries`` is;
+        2. the item itself is run again alone, up to ``retries`` times; if it is lost
+           every time, the stage fails with :class:`WorkerCrashedError` or
+           ``TimeoutError``, or drops the item under :meth:`on_error("skip")
+           <on_error>`;
+        3. the items after it had not started: they run in a new call, as usual.
 
-        ``stall_timeout``: when an item has run this many seconds, a warning goes to
-        the ``snake`` logger naming the stage, the item and how long it has run,
-        with the Python stack of every busy worker; it repeats every
-        ``stall_timeout`` seconds while the stage stays stuck (``None``: never).
-        ``statistics()`` counts these as ``stalls``.
+        Results keep their order. Where shared memory is not available (no writable
+        ``/dev/shm``), snake cannot tell which item was running: it runs every item of
+        the lost call alone, and the item whose own call is lost is the one; its
+        retries start from there. :doc:`/concurrency` (Crashes and timeouts in worker
+        processes) has the details.
+
+        **Worker processes.** The first stage that needs one starts snake's
+        *launcher*: one process per main process, a fresh interpreter (never a fork of
+        your process), named ``snake-launcher`` in ``ps`` and ``top``. The launcher
+        imports your main module (as ``__mp_main__``, so a script's code under ``if
+        __name__ == "__main__":`` does not run there; without that guard it would),
+        NumPy, snake's worker side and the modules of the stage functions, once; then it
+        forks each worker, which starts with all of them loaded. Before each fork it
+        checks that it has a single thread; if an import started threads, it starts that
+        worker as a fresh interpreter instead and logs a warning on the logger
+        ``snake``. Workers are named ``snake-worker``.
+
+        - An idle worker waits in a process-wide cache for the next stage, run, epoch
+          or ``open()`` of the process, for ``SNAKE_WORKER_IDLE_TIMEOUT`` seconds (an
+          environment variable; 60 by default), then exits by itself. So only the first
+          pipeline of a process pays for starting workers.
+        - Breaking out of the loop, or cancelling the run, kills the workers that were
+          busy (their calls are abandoned); the idle ones go back to the cache.
+        - A worker never outlives your process: the kernel kills it when the launcher
+          exits (``PR_SET_PDEATHSIG``), and the launcher exits when your process exits
+          or dies; a worker also checks for its parent between calls. This holds even
+          while ``fn`` is stuck in native code.
+        - Workers ignore ``SIGINT``: Ctrl-C reaches your process, which cancels the run.
+        - Worker processes run with ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``,
+          ``MKL_NUM_THREADS`` and ``NUMEXPR_NUM_THREADS`` set to 1,
+          ``JE_ARROW_MALLOC_CONF=background_thread:false`` and
+          ``ARROW_DEFAULT_MEMORY_POOL=system``, unless you set them.
+        - A function defined in an interactive ``__main__`` (``python -c``, the REPL, a
+          notebook) cannot be imported by a worker started from the launcher: define it
+          in a module, or use ``worker_type="fork"`` in a single-threaded process.
+
+        **Arrays through shared memory.** With the process backend, a NumPy array of 64
+        KiB or more in a result (the result itself, or inside tuples, lists and dicts,
+        nested; exactly those types, not subclasses; not ``dtype=object``) is written by
+        the worker into a file in ``/dev/shm``, and the stage hands out an ordinary,
+        writable ``ndarray`` over a mapping of that file: no pickling of its data and no
+        copy in the main process. The array stays valid as long as you keep it, after
+        the pipeline has ended too. The stage reuses a file for a later result only
+        once nothing refers to the array any more (no view of it, no ``memoryview`` or
+        other buffer export of it). Where ``/dev/shm`` is missing or not writable,
+        arrays are pickled like the rest. When a run ends, however it ends, snake
+        releases its shared-memory files, batch buffers and progress slots, and the
+        workers' mappings of them, without waiting for the garbage collector (it works
+        with ``gc.disable()``); an array you still hold keeps its own mapping until you
+        drop it. See :doc:`/concurrency` (Shared memory for arrays).
+
+        **Errors at run time.**
+
+        - An exception raised by ``fn`` comes out unchanged, with the note ``snake:
+          raised in stage #i par_map(...) on item index k``. From a worker process, it
+          has a second note, ``snake: traceback in the worker process:`` and the
+          worker's traceback text.
+        - If that exception cannot be pickled: :class:`RemoteError`.
+        - If a worker process dies running an item (and ``retries`` are used up):
+          :class:`WorkerCrashedError`.
+        - If an item runs past ``timeout`` (and ``retries`` are used up):
+          ``TimeoutError: stage #i par_map(fn, workers=2, timeout=0.5): item index k
+          took longer than timeout=0.5s; its worker process was killed``, with ``(N
+          attempts)`` after ``timeout=0.5s`` when the item ran more than once, and the
+          note ``snake: raised in stage #i ... on item index k``.
+        - If the items or results cannot be pickled: the pickling error, with the note
+          ``snake: stage #i ... could not exchange item indices a..b with a worker
+          process``. ``on_error("skip")`` does not drop these.
+
+        Raises, when called:
+
+        - the callable errors of :class:`Stream`;
+        - ``TypeError: par_map: pool=... must be a snake.WorkerPool``;
+        - ``TypeError: par_map: workers=... must be an int``;
+        - ``ValueError: par_map: workers=... must be >= 1``;
+        - ``ValueError: par_map: backend=... must be one of ('process', 'thread')``;
+        - ``TypeError: par_map: ordered=... must be a bool``;
+        - ``ValueError: par_map: worker_type=... must be one of ('auto', 'forkserver',
+          'spawn', 'fork')``;
+        - ``ValueError: par_map: worker processes need os.fork, which PLATFORM does not
+          have``;
+        - ``TypeError: par_map: retries=... must be an int``;
+        - ``ValueError: par_map: retries=... must be >= 0``;
+        - ``TypeError: par_map: timeout=... must be a number of seconds or None``;
+        - ``ValueError: par_map: timeout=... must be > 0``;
+        - the same two for ``stall_timeout``;
+        - with ``backend="thread"`` and a ``retries`` other than 0, a ``timeout`` or a
+          ``pool``: ``ValueError: par_map: retries=..., timeout=... and pool need
+          backend="process" (a thread cannot crash alone or be stopped)`` (it shows both
+          values, ``retries=0, timeout=None`` included);
+        - with ``pool=``: ``ValueError: par_map: workers=... is more than the pool's
+          N``, and ``ValueError: par_map: worker_type is set by the pool; leave it out
+          with pool=`` for a ``worker_type`` other than ``"auto"``;
+        - ``ValueError: par_map: worker_type=... only applies to backend="process"``
+          (a ``worker_type`` other than ``"auto"`` with ``backend="thread"``);
+        - with ``backend="process"``, a function that cannot be pickled: ``TypeError:
+          par_map(backend="process") needs a picklable function; NAME is not
+          (ErrorType: message). Define it at module level, or use backend="thread".``;
+        - with ``backend="process"`` and a ``worker_type`` other than ``"fork"`` (the
+          pool's, with ``pool=``), a function defined in an interactive ``__main__``:
+          ``ValueError: par_map: NAME is defined in an interactive session (its
+          __main__ has no file), which worker processes cannot import; define it in a
+          module, or pass worker_type="fork" if this process has no other threads``.
         """
         check_callable("par_map", fn, want_async=False)
         if pool is not None and not isinstance(pool, WorkerPool):
@@ -347,12 +667,60 @@ class Stream(Generic[T]):
     def on_error(self, mode: ErrorMode, /, *, max_errors: float | None = None) -> Stream[T]:
         """Set what the stage just before does when its function raises for an item.
 
-        ``"raise"`` (the default) fails the pipeline with the item's exception.
-        ``"skip"`` drops the item, logs it once (logger ``snake.errors``) and counts
-        it in ``statistics()``; past ``max_errors`` (a count, or a fraction of the
-        items the stage has received, at least one) the pipeline fails with the
-        last error. Applies to ``map``, ``filter``, ``flat_map``, ``then``,
-        ``par_then`` and ``par_map``, including their timeouts and worker crashes.
+        It adds no stage: it changes the stage before it, and the ``repr`` shows it
+        appended to that stage, as in ``par_map(decode, workers=2).on_error('skip',
+        max_errors=5)``. It applies to ``map``, ``filter``, ``flat_map``, ``then``,
+        ``par_then`` and ``par_map``. Calling it again replaces the setting;
+        ``on_error("raise")`` restores the default, which the ``repr`` does not show.
+
+        - ``"raise"`` (the default): the item's exception fails the pipeline.
+        - ``"skip"``: the item is dropped (it has no result) and the stage goes on. Each
+          dropped item is logged once, at ``WARNING`` on the logger ``snake.errors``:
+          ``snake: skipped #i STAGE item index k after TYPE: message``, and counted in
+          :attr:`StageStatistics.errors_skipped`.
+
+        What ``"skip"`` drops: an ``Exception`` (not a ``BaseException`` such as
+        ``KeyboardInterrupt``) raised by the stage's function for an item (by ``pred``
+        for ``filter``; by ``fn`` or by iterating its result for ``flat_map``), and in
+        ``par_then`` and ``par_map`` the item's ``TimeoutError``,
+        :class:`WorkerCrashedError` and :class:`RemoteError`, once its ``retries`` are
+        used up. It does not drop errors of the source or of other stages, nor a
+        ``par_map`` item or result that cannot be pickled. Under ``"skip"``, ``map``,
+        ``filter`` and ``flat_map`` call the function item by item instead of over a
+        whole chunk at once.
+
+        ``max_errors``, only with ``"skip"``:
+
+        - ``None`` (the default): no limit.
+        - an ``int`` ``n`` >= 0: at most ``n`` items are dropped; the next failure fails
+          the pipeline. ``max_errors=0`` drops nothing.
+        - a ``float`` ``f`` with ``0 < f < 1``: a fraction of the items the stage has
+          received so far. When an item fails, the stage may have dropped at most
+          ``max(1, int(f * r))`` items, counting this one, where ``r`` is the number of
+          items the stage has received at that moment: for ``then``, ``par_then`` and
+          ``par_map``, the items it has taken into calls, those in progress included;
+          for ``map``, ``filter`` and ``flat_map``, the items up to and including the
+          failing one. The first failure is always dropped, and failures early in the
+          stream count against a small ``r``: with ``max_errors=0.02``, a second failure
+          before the stage has received 100 items fails the pipeline.
+
+        Past the limit, the failing item's exception is raised as under ``"raise"``,
+        with one more note: ``snake: stage #i STAGE skipped N failing items already;
+        max_errors=M allows no more (of R received)``.
+
+        Raises, when called:
+
+        - ``ValueError: on_error: mode=... must be one of ('raise', 'skip')``;
+        - ``ValueError: on_error: max_errors=... only applies to 'skip'``;
+        - ``TypeError: on_error: max_errors=... must be an int, a float or None`` (a
+          ``bool`` is not accepted);
+        - ``ValueError: on_error: max_errors=... must be >= 0`` (an ``int``);
+        - ``ValueError: on_error: max_errors=... as a fraction must be in (0, 1)`` (a
+          ``float``, ``1.0`` and ``0.0`` included);
+        - when the stage before is of another kind: ``ValueError: on_error applies to
+          the stage before it (map, filter, flat_map, then, par_then or par_map); that
+          stage is STAGE``, where ``STAGE`` is that stage's part of the ``repr``, such as
+          ``take(2)``.
         """
         if mode not in _ON_ERROR_MODES:
             raise ValueError(f"on_error: mode={mode!r} must be one of {_ON_ERROR_MODES}")
@@ -378,13 +746,19 @@ class Stream(Generic[T]):
 
     # -- order, selection, epochs ----------------------------------------------------
     def shuffle(self, buffer: int, /, *, seed: int | None = None) -> Stream[T]:
-        """Shuffle through a buffer of ``buffer`` items: each new item takes the place of a
-        random buffered one, which is emitted; the rest come out shuffled at the end.
+        """A buffered shuffle: once ``buffer`` items are held, each new item takes the
+        place of a random held one, which is emitted; the held items come out shuffled
+        at the end.
 
-        The order depends only on ``seed`` and the input order (not on timing or chunk
-        sizes); inside ``repeat()`` the seed is combined with the epoch, so every epoch
-        is shuffled differently and reproducibly. ``seed=None`` draws fresh entropy on
-        every run. A buffer at least as long as the stream gives a uniform shuffle.
+        A buffer at least as long as the stream is a uniform shuffle. The order depends
+        only on ``seed`` and the input order, not on chunk sizes or timing. Inside
+        :meth:`repeat` the generator is seeded from ``(seed, epoch)``, so every epoch is
+        shuffled differently and reproducibly. ``seed=None``: fresh entropy every run.
+        Memory: ``buffer`` items.
+
+        Raises, when called: ``ValueError: shuffle: buffer=0 must be >= 1``,
+        ``TypeError: shuffle: seed=... must be an int or None``, ``ValueError: shuffle:
+        seed=-1 must be >= 0``.
         """
         buffer = check_int("shuffle", "buffer", buffer, minimum=1)
         return self._then(Shuffle(buffer, check_seed("shuffle", seed)))
@@ -392,23 +766,59 @@ class Stream(Generic[T]):
     def shard(
         self, *, rank: int | None = None, world_size: int | None = None, equal: bool = False
     ) -> Stream[T]:
-        """Keep this rank's share: the items whose index ``i`` has ``i % world_size == rank``.
+        """Keep this rank's share: the items whose index ``i`` (counted at this stage) has
+        ``i % world_size == rank``.
 
-        ``rank`` and ``world_size`` default to the ``RANK`` and ``WORLD_SIZE`` environment
-        variables (as torchrun sets them), else to 0 and 1. Across the ranks every item
-        appears exactly once, provided every rank builds the same stream (shuffle with
-        the same ``seed`` on every rank). ``equal=True`` drops the last ``total %
-        world_size`` items so that every rank gets ``total // world_size`` (the same
-        number of steps in DDP); it needs the total before the stream runs, so the stream
-        must be sized: a ``range`` or a list, Parquet files (their footers are read now),
-        ``from_files``, and one-to-one stages after them, else a ``ValueError``.
+        ``rank`` and ``world_size`` default to the ``RANK`` and ``WORLD_SIZE``
+        environment variables (as torchrun sets them), else to 0 and 1. Every rank must
+        build the same stream (same files, same ``shuffle`` seed) for every item to go to
+        exactly one rank. Sharding is by item, so every rank reads the whole source,
+        except at the source (below).
 
-        Directly after ``from_parquet`` or ``from_files``, the source shards itself: rank
-        ``r`` takes the ``r``-th contiguous share of the rows (files), in the source's
-        order of the epoch, and reads only the row groups that hold them (a row group
-        at the edge of two shares is read by both, each keeping its own rows). Shares
-        differ by at most one row; with ``equal=True`` each is ``total // world_size``
-        rows, the total taken from the footers when the stream runs.
+        ``equal=True`` keeps only the first ``total // world_size * world_size`` items,
+        so that every rank gets ``total // world_size`` (the same number of steps in
+        DDP). The total is computed when ``shard`` is called, from a sized source
+        (:func:`from_iterable` of something with ``len()``, :func:`from_parquet`, whose
+        footers are read then, :func:`from_files`, :func:`chain`/:func:`zip`/:func:`mix`
+        and ``repeat(n)`` of sized streams) through one-to-one stages (``map``,
+        ``then``, ``par_then``, ``par_map``, ``enumerate``, ``shuffle``, ``prefetch``,
+        ``take``, ``skip``, ``shard``, ``monitor``, ``progress``).
+
+        **At the source.** Directly after :func:`from_parquet` or :func:`from_files` (no
+        stage between), ``shard()`` is done by the source: the rows of the epoch's row
+        groups (in file order, or shuffled by ``shuffle_row_groups``), laid end to end,
+        are cut into ``world_size`` contiguous shares, and rank ``r`` reads only the row
+        groups that hold share ``r``. A row group at the edge of two shares is read by
+        both ranks, each keeping its own rows, so every row goes to exactly one rank in
+        every epoch, whatever the row-group sizes and even with more ranks than row
+        groups. Shares are ``total * (r + 1) // world_size - total * r // world_size``
+        rows (they differ by at most one); with ``equal=True``, ``total // world_size``
+        each, the ``total % world_size`` rows at the end going to no rank. The total is
+        the footers' row count, read when the stream runs. With ``filters``, shares are
+        of the rows before filtering, and ``equal=True`` is refused. For
+        :func:`from_files` the shares are of the paths. The ``repr`` shows it as
+        written: ``from_parquet('a.parquet').shard(rank=0, world_size=2)``; a second
+        ``shard()`` is by item. :attr:`PipelineStatistics.plan`
+        says that the source did it.
+
+        Raises, when called:
+
+        - ``TypeError: shard: rank=... must be an int or None`` (and the same for
+          ``world_size``);
+        - ``ValueError: shard: rank=2 must be in range(world_size=2)``;
+        - ``ValueError: shard: world_size=0 must be >= 1``;
+        - ``ValueError: shard: rank=1 but no world_size (pass it, or set WORLD_SIZE)``;
+        - ``ValueError: shard: world_size=2 but no rank (pass it, or set RANK)``;
+        - ``ValueError: shard: the environment variable RANK='x' is not an int``;
+        - ``ValueError: shard(equal=True) needs the number of items before it, and ...
+          has no known length ...``;
+        - ``ValueError: shard(equal=True) needs the number of rows of ..., which its
+          filters decide only as the rows are read; use equal=False``;
+        - with ``world_size > 1`` anywhere after ``from_parquet(...,
+          shuffle_row_groups=True)`` or ``from_files(..., shuffle=True)`` without a
+          ``seed`` (an order that differs from rank to rank): ``ValueError: shard: ...
+          shuffles with fresh entropy, a different order on every rank, so ranks would
+          share items; pass the same seed= on every rank``.
         """
         r, w = resolve_shard(rank, world_size)
         check_bool("shard", "equal", equal)
@@ -438,34 +848,70 @@ class Stream(Generic[T]):
         return self._then(Shard(r, w, total, equal))
 
     def repeat(self, epochs: int | None = None, /) -> Stream[T]:
-        """Run the stream so far ``epochs`` times (forever with ``None``), one epoch after another.
+        """Run the stream so far ``epochs`` times in a row (forever with ``None``).
 
-        Each epoch opens the stages so far afresh, as a child pipeline inside this
-        stream's source task; ``snake.current_epoch()`` tells them the epoch (0, 1, ...),
-        and seeded ``shuffle``/``mix`` before ``repeat()`` reshuffle from ``(seed, epoch)``.
-        An endless repeat of an epoch with no items raises ``ValueError``.
+        Each epoch opens the stages so far afresh, as a child pipeline inside the new
+        source's task (the workers of a ``par_map`` start again unless it uses a
+        :class:`WorkerPool`); :func:`current_epoch` returns the epoch (0, 1, ...) in
+        those stages, and a seeded ``shuffle``, ``mix``, ``from_parquet(...,
+        shuffle_row_groups=True)`` or ``from_files(..., shuffle=True)`` before
+        ``repeat()`` draws a new order from ``(seed, epoch)``. A stream built on a
+        generator yields nothing after its first epoch; an endless ``repeat()`` of an
+        epoch with no items raises ``ValueError: repeat(): epoch N of ... produced no
+        items``. Exceptions get the note ``snake: in epoch N of repeat()``.
+
+        ``repr``: ``from_iterable(<range len=4>).shuffle(8, seed=3).repeat(2)``.
+
+        Raises, when called: ``TypeError: repeat: epochs=... must be an int``,
+        ``ValueError: repeat: epochs=... must be >= 0``.
         """
         if epochs is not None:
             epochs = check_int("repeat", "epochs", epochs, minimum=0)
         return Stream((Repeat(self._specs, epochs),))
 
     def prefetch(self, n: int, /) -> Stream[T]:
-        """Keep up to ``n`` items ready ahead of the consumer."""
+        """A stage with a buffer: it pulls items from the stages before it, without waiting
+        for the next stage, while its buffer holds fewer than ``n`` items.
+
+        When a ``batch(size)`` is fused into it (follows it directly), the buffer counts
+        batches and holds fewer than ``max(1, n // size)``. It moves whole chunks, so it
+        can hold more than ``n`` items; :doc:`/concurrency` gives the memory bound.
+
+        Raises, when called: ``TypeError: prefetch: n=... must be an int``,
+        ``ValueError: prefetch: n=... must be >= 1``.
+        """
         return self._then(Prefetch(check_int("prefetch", "n", n, minimum=1)))
 
     # -- handing over -----------------------------------------------------------------
     def to_torch(self, *, device: Any = None, pin_memory: bool = False) -> Stream[Any]:
-        """Turn the NumPy arrays in every item (walking dicts, lists and tuples) into
-        torch tensors with ``torch.from_numpy``: no copy, the tensor shares the
-        array's memory. A batch buffer from snake's pool is not reused while a
-        tensor made from it is alive. Read-only arrays are copied; arrays of strings
-        or objects, and anything else, pass through unchanged.
+        """Turn every NumPy array in an item into a ``torch.Tensor`` with
+        ``torch.from_numpy``.
 
-        ``pin_memory=True`` copies tensors into page-locked memory and ``device``
-        (``"cuda"``, ``"cuda:1"``, a ``torch.device``) moves them there; both run in
-        a thread stage, off the event loop, and the copy from pinned memory is
-        asynchronous (``non_blocking=True``). torch is optional: it is imported
-        here, not by ``import snake``; without it this raises ``ImportError``.
+        No copy: the tensor shares the array's memory and holds a reference to it, so a
+        ``batch()`` buffer is not reused while a tensor made from it lives (see
+        :doc:`/batching`, Reused buffers). It walks dicts, lists, tuples and named tuples
+        like torch's ``default_convert``; NumPy scalars become 0-d tensors; arrays of
+        strings or objects, and anything else, pass through. A read-only array is
+        copied (a tensor could otherwise write into it).
+
+        With ``device=None`` and ``pin_memory=False`` it is an inline stage
+        (microseconds a batch). ``pin_memory=True`` copies each tensor into page-locked
+        memory and ``device`` (``"cuda"``, ``"cuda:1"``, a ``torch.device``) moves it
+        there; then the stage runs in one thread (``par_map(backend="thread",
+        workers=1)``), off the event loop, in order, and the copy from pinned memory is
+        ``non_blocking``.
+
+        torch is an optional dependency: ``import snake`` never imports it;
+        ``to_torch`` does, and without torch raises ``ImportError: to_torch needs
+        PyTorch, ...`` with how to install a CPU build.
+
+        Raises, when called:
+
+        - ``TypeError: to_torch: device=... must be a str, a torch.device or None``;
+        - ``ValueError: to_torch: device='...' is not a torch device (...)``;
+        - ``ValueError: to_torch: device='cuda' needs CUDA, and
+          torch.cuda.is_available() is False``, and the same for ``pin_memory=True``;
+        - ``TypeError: to_torch: pin_memory=... must be a bool``.
         """
         from ._ops.tensors import ToTensors, ToTorchInline, ToTorchThread, check_device, import_torch
 
@@ -479,14 +925,23 @@ class Stream(Generic[T]):
 
     # -- observing ---------------------------------------------------------------------
     def monitor(self, callback: Callable[[dict[str, float]], object], /, *, every: float = 10.0) -> Stream[T]:
-        """Call ``callback(metrics)`` about every ``every`` seconds with a flat dict of
-        floats about the items passing here: ``items``, ``items_per_s`` (since the last
-        call), ``elapsed_s``, and ``bytes``/``bytes_per_s`` when items are NumPy arrays
-        (or dicts/tuples of them). Fits ``wandb.log`` or ``mlflow.log_metrics``.
+        """A pass-through stage that calls ``callback(metrics)`` with a flat
+        ``dict[str, float]`` about the items passing it.
 
-        A pass-through inline stage: it runs in the task of the stage before it when a
-        chunk passes (no call while nothing passes), and once more at the end of the
-        stream. Keep ``callback`` quick; an exception from it fails the pipeline.
+        The keys: ``items`` (so far), ``items_per_s`` (since the previous call),
+        ``elapsed_s`` (since the first item), and, when the items are NumPy arrays or
+        dicts/tuples of them, ``bytes`` and ``bytes_per_s`` (from ``nbytes``). It fits
+        ``wandb.log``, ``mlflow.log_metrics``, or setting a Prometheus gauge.
+
+        An inline stage: it runs in the task of the stage before it, each time a chunk
+        passes, and calls ``callback`` when ``every`` seconds have passed since the
+        previous call (``every=0``: at every chunk), and once more at the end of the
+        stream. Nothing is called while no chunk passes. Keep ``callback`` quick; an
+        exception from it fails the pipeline, with a note naming the stage.
+
+        Raises, when called: ``TypeError: monitor: every=... must be a number of
+        seconds``, ``ValueError: monitor: every=... must be >= 0``, and the callable
+        errors of :class:`Stream` for ``callback`` (which must be sync).
         """
         check_callable("monitor", callback, want_async=False)
         if isinstance(every, bool) or not isinstance(every, (int, float)):
@@ -496,12 +951,23 @@ class Stream(Generic[T]):
         return self._then(Monitor(callback, float(every)))
 
     def progress(self, *, total: int | None = None, desc: str | None = None) -> Stream[T]:
-        """Show a tqdm progress bar of the items passing here (tqdm is optional: without
-        it, a log line every 5 s on the ``snake.progress`` logger).
+        """A pass-through inline stage that draws a `tqdm <https://tqdm.github.io/>`_ bar
+        of the items passing it, on stderr.
 
-        ``total`` defaults to the stream's length when it is known before running (a
-        sized source and one-to-one stages after it, as for ``shard(equal=True)``; none
-        if sizing fails). A pass-through inline stage.
+        ``total`` defaults to the stream's length when it is known before running, as
+        for ``shard(equal=True)``: a sized source (a ``range``, a list,
+        :func:`from_parquet`, whose footers are read then, :func:`from_files`,
+        ``chain``/``zip``/``mix`` and ``repeat(n)`` of sized streams) and only
+        one-to-one stages after it (``map``, ``then``, ``par_then``, ``par_map``,
+        ``enumerate``, ``shuffle``, ``prefetch``, ``take``, ``skip``, ``shard``,
+        ``monitor``, ``progress``); if sizing fails (a missing file), no total. tqdm is
+        an optional dependency: without it, ``progress()`` logs ``N/TOTAL items, R
+        items/s`` at level ``INFO`` on the ``snake.progress`` logger every 5 s and at
+        the end.
+
+        Raises, when called: ``TypeError: progress: total=... must be an int``,
+        ``ValueError: progress: total=... must be >= 0``, ``TypeError: progress:
+        desc=... must be a str or None``.
         """
         if total is None:
             try:
@@ -518,23 +984,39 @@ class Stream(Generic[T]):
 
     # -- running ---------------------------------------------------------------------
     def open(self, *, state_dict: dict[str, Any] | None = None) -> AbstractAsyncContextManager[Items[T]]:
-        """Run the pipeline in a trio nursery: ``async with stream.open() as items:``.
+        """Run the pipeline in the current trio run: ``async with stream.open() as
+        items: async for x in items: ...``.
 
-        ``items`` is an async iterator (a trio ``ReceiveChannel``). Leaving the
-        block, normally or by an exception, cancels every stage and waits for
-        them; a stage's exception comes out of the block unchanged, with a note
-        naming the stage and the item.
+        Starts every stage in one trio nursery and yields an :class:`Items`. Must be
+        used inside a trio run (from asyncio code, use :func:`snake.aio.open`). Leaving
+        the block, normally or by an exception, cancels every stage and waits for all of
+        them, worker processes and threads included. If a stage fails, the block raises
+        the stage's exception unchanged, with its notes (never an ``ExceptionGroup`` of
+        one). An exception raised in the block's body also comes out unchanged.
 
-        ``state_dict``: a checkpoint of this pipeline, from ``items.state_dict()``, to
-        resume from: the items come as an uninterrupted run would have given them
-        after it. A checkpoint of another pipeline raises ``ValueError`` naming the
-        first stage that differs.
+        ``state_dict``: a checkpoint of this pipeline, from :meth:`Items.state_dict`, to
+        resume from: the items come as an uninterrupted run would have given them after
+        it (for a pipeline with unordered stages, the same items in another order).
+        Raises ``ValueError`` at the call for a checkpoint of another pipeline, naming
+        the first stage that differs, or of another format, or when the source cannot
+        be resumed (a one-shot iterator; :doc:`/tutorial`, Checkpoints).
         """
         p = self._planned(state_dict)
         return open_pipeline(list(p.specs), p.notes, state_dict)
 
     def open_sync(self, *, state_dict: dict[str, Any] | None = None) -> AbstractContextManager[SyncItems[T]]:
-        """Run the pipeline in a helper thread: ``with stream.open_sync() as items:``.
+        """Run the pipeline in a helper thread: ``with stream.open_sync() as items: for x
+        in items: ...``.
+
+        Runs the pipeline under ``trio.run`` in a helper thread (named
+        ``snake-pipeline``) and yields a :class:`SyncItems`. Iterating blocks the
+        calling thread, so this is for code that is not async, such as a PyTorch or JAX
+        training loop; items cross to your thread in whole chunks. Leaving the block
+        cancels the run and joins the thread. Errors of the pipeline are raised from the
+        loop, or from the end of the block if you stopped reading first. If the helper
+        thread has not stopped 30 s after being cancelled, leaving the block raises
+        ``RuntimeError: snake: the pipeline thread did not stop within 30 s of being
+        cancelled ...``.
 
         ``state_dict``: a checkpoint to resume from, as for :meth:`open`.
         """
@@ -552,18 +1034,33 @@ class Stream(Generic[T]):
         return p
 
     def __iter__(self) -> Iterator[T]:
-        """``for x in stream:`` runs the pipeline in a helper thread (see ``open_sync``)."""
+        """``for x in stream:`` runs the pipeline with :meth:`open_sync` for the duration
+        of the loop.
+
+        Every ``for`` is a new run. The pipeline stops when the loop's iterator is
+        closed; on CPython that is as soon as the loop ends, by ``break`` or an
+        exception. Use ``with stream.open_sync() as items:`` to choose the point where
+        it stops, whatever the interpreter.
+        """
         with self.open_sync() as items:
             yield from items
 
     def __aiter__(self) -> NoReturn:
+        """Not supported: a ``Stream`` is a description, not an async iterator.
+
+        ``async for x in stream`` raises ``TypeError: a Stream is a description, not an
+        async iterator; run it with 'async with stream.open() as items: async for x in
+        items: ...'``.
+        """
         raise TypeError(
             "a Stream is a description, not an async iterator; run it with "
             "'async with stream.open() as items: async for x in items: ...'"
         )
 
     async def collect(self) -> list[T]:
-        """Run the pipeline to the end and return its items as a list."""
+        """Run the pipeline in the current trio run (with :meth:`open`) to the end and
+        return its items as a list.
+        """
         out: list[T] = []
         try:
             async with self.open() as items:
@@ -580,20 +1077,42 @@ class Stream(Generic[T]):
             raise
 
     def to_list(self) -> list[T]:
-        """Run the pipeline (in a helper thread) and return its items as a list."""
+        """Run the pipeline in a helper thread (with :meth:`open_sync`) to the end and
+        return its items as a list.
+        """
         with self.open_sync() as items:
             return list(items)
 
 
 def from_iterable(iterable: Iterable[T] | Callable[[], Iterable[T]], /) -> Stream[T]:
-    """A stream of the items of a sync iterable, iterated on the event loop.
+    """A stream of the items of a sync iterable, or of the iterable a function of no
+    arguments returns.
 
-    Iterating it must be cheap (a ``range``, a list, a fast generator): slow
-    reads belong in ``par_then`` or ``from_async_iterable``. A generator can only
-    be iterated once, so a stream built on one can only be opened once; pass a
-    function of no arguments that returns the iterable (a generator function, say)
-    to get a stream that can be opened again, for every epoch of ``repeat()`` and to
-    resume from a checkpoint.
+    snake iterates it on the trio event loop, in chunks, so iterating must be cheap
+    (a ``range``, a list, a fast generator): slow reads belong in
+    :meth:`Stream.par_then` or :func:`from_async_iterable`. A generator can only be
+    iterated once: a stream built on one gives its items at the first run and no
+    items at later runs. Pass a function of no arguments that returns the iterable (a
+    generator function, say) to get a stream that can be opened again: for every
+    epoch of ``repeat()``, and to resume from a checkpoint.
+
+    Resuming from a checkpoint: a ``Sequence`` (a list, a ``range``) seeks to the
+    position; any other iterable is iterated again from its start and the items
+    before the position are skipped (counted as ``replayed`` in statistics); a
+    one-shot iterator cannot be resumed (``ValueError`` at ``open``).
+
+    ``repr``: the iterable's type name, and its length if ``len()`` works on it:
+    ``from_iterable(<range len=100>)``, ``from_iterable(<generator>)``; for a function,
+    its name: ``from_iterable(numbers)``.
+
+    At run time, an exception raised by ``iter(iterable)`` or by iterating it gets
+    the note ``snake: raised in stage #0 from_iterable(...)``; an exception while
+    iterating also gets ``snake: N items had been produced before it``, where ``N``
+    counts the items of the chunks before the one being read when it failed.
+
+    Raises, when called: ``TypeError: from_iterable: ... is neither iterable nor a
+    function returning an iterable`` for anything else, and ``TypeError`` for an
+    async function.
     """
     if not isinstance(iterable, Iterable):
         if not callable(iterable):
@@ -605,8 +1124,28 @@ def from_iterable(iterable: Iterable[T] | Callable[[], Iterable[T]], /) -> Strea
 def from_async_iterable(source: AsyncIterable[T] | Callable[[], AsyncIterable[T]], /) -> Stream[T]:
     """A stream of the items of an async iterable.
 
-    Pass a function that returns one (an async generator function, say) to get
-    a stream that can be opened more than once.
+    ``source`` is either an async iterable or a function that returns one (such as
+    an async generator function). snake calls the function once per run, so a stream
+    built on a function can be opened many times; a stream built on an async
+    iterable object iterates that one object. An async generator is closed
+    (``aclose()``) when the run ends.
+
+    Resuming from a checkpoint iterates the source again from its start and skips the
+    items before the position (counted as ``replayed`` in statistics), so it needs a
+    function; a stream built on an async iterable object cannot be resumed
+    (``ValueError`` at ``open``).
+
+    ``repr``: ``from_async_iterable(fn)`` for a function,
+    ``from_async_iterable(<async_generator>)`` for an object.
+
+    At run time, if the function returns something without ``__aiter__``, the run
+    fails with ``TypeError: from_async_iterable: fn() returned 'list', not an async
+    iterable``. Exceptions from the source get the note ``snake: raised in stage #0
+    from_async_iterable(...)``.
+
+    Raises, when called: ``TypeError: from_async_iterable: ... is neither an async
+    iterable nor a function returning one`` if ``source`` is neither an async
+    iterable nor callable.
     """
     if not (isinstance(source, AsyncIterable) or callable(source)):
         raise TypeError(
@@ -631,16 +1170,30 @@ def _check_streams(method: str, streams: object) -> tuple[tuple[Spec, ...], ...]
 def chain(*streams: Stream[T]) -> Stream[T]:
     """The items of each stream in turn: all of the first, then all of the second, ...
 
-    Each input runs as a child pipeline opened inside the chain's source task, one at
-    a time; an input's exception fails the chain with a note naming the input.
+    Each input runs as a child pipeline, opened inside the combined source's task,
+    one at a time: its stages are tasks of nurseries nested in that task, so they
+    live and die inside the outer pipeline. An input's exception comes out unchanged
+    with the note ``snake: in input I of chain()``; leaving the outer ``open()``
+    block cancels every input. The outer :meth:`Items.statistics` shows the
+    combined source as one stage. The same holds for :func:`zip` and :func:`mix`,
+    whose inputs run all at once.
+
+    Raises, when called: ``ValueError: chain: needs at least one stream``,
+    ``TypeError: chain: ... is not a snake.Stream``.
     """
     return Stream((Chain(_check_streams("chain", streams)),))
 
 
 def zip(*streams: Stream[Any]) -> Stream[tuple[Any, ...]]:
-    """Tuples of one item of each stream, until the shortest ends (like the builtin ``zip``).
+    """Tuples of one item of each stream, until the shortest ends (like the builtin
+    ``zip``).
 
-    The inputs run concurrently, as child pipelines inside the zip's source task.
+    The inputs run concurrently, as child pipelines inside the zip's source task
+    (see :func:`chain`); an input's exception gets the note ``snake: in input I of
+    zip()``.
+
+    Raises, when called: ``ValueError: zip: needs at least one stream``,
+    ``TypeError: zip: ... is not a snake.Stream``.
     """
     return Stream((Zip(_check_streams("zip", streams)),))
 
@@ -648,12 +1201,29 @@ def zip(*streams: Stream[Any]) -> Stream[tuple[Any, ...]]:
 def mix(
     streams: Sequence[Stream[T]], /, weights: Sequence[float] | None = None, *, seed: int | None = None
 ) -> Stream[T]:
-    """Interleave streams at random: each item comes from stream ``i`` with probability
-    proportional to ``weights[i]`` (equal weights by default), until all are exhausted.
+    """Interleave streams at random: each item comes from stream ``i`` with
+    probability proportional to ``weights[i]`` (equal weights by default), until
+    every stream is exhausted.
 
     An exhausted stream drops out and the weights of the others renormalise. The
-    sequence of choices depends only on ``seed`` (and, inside ``repeat()``, the epoch);
-    ``seed=None`` draws fresh entropy on every run.
+    sequence of choices depends only on ``seed`` (and, inside :meth:`Stream.repeat`,
+    the epoch), not on timing; ``seed=None`` draws fresh entropy on every run. The
+    inputs run concurrently, as child pipelines inside the mix's source task (see
+    :func:`chain`); an input's exception gets the note ``snake: in input I of
+    mix()``.
+
+    Raises, when called:
+
+    - ``TypeError: mix: pass a list of streams, not one Stream``;
+    - ``TypeError: mix: streams=... must be a list of streams``;
+    - ``ValueError: mix: needs at least one stream``;
+    - ``TypeError: mix: ... is not a snake.Stream``;
+    - ``TypeError: mix: weights=... must be a list of numbers``, ``TypeError: mix:
+      weights=[...] must be numbers``;
+    - ``ValueError: mix: weights=[...] has N weights for M streams``;
+    - ``ValueError: mix: weights=[...] must all be > 0 and finite``;
+    - ``TypeError: mix: seed=... must be an int or None``, ``ValueError: mix:
+      seed=-1 must be >= 0``.
     """
     inputs = _check_streams("mix", streams)
     if weights is None:
@@ -687,30 +1257,75 @@ def from_parquet(
     seed: int | None = None,
     read: bool = True,
 ) -> Stream[Any]:
-    """The rows of Parquet files, as dicts (``rows=True``) or pyarrow ``RecordBatch``es of up
-    to ``batch_rows`` rows (``rows=False``).
+    """The rows of Parquet files: dicts (``rows=True``), or pyarrow record batches
+    of up to ``batch_rows`` rows (``rows=False``).
 
-    ``paths`` is a path, a glob pattern (its matches, sorted: one that matches nothing
-    is a ``ValueError`` now) or a list of paths. Row groups are read in up to
-    ``readers`` threads at once and come out in file and row-group order; only the
-    ``columns`` asked for are read. Binary columns come through as ``bytes``. A missing
-    or unreadable file raises when the stream runs, with a note naming the file.
-    Needs pyarrow (imported when the stream runs).
+    ``paths`` is a path, a glob pattern (its matches, sorted) or a list of paths.
+    Row groups are read in up to ``readers`` threads at once (``trio.to_thread``,
+    one pyarrow reader per read) and come out in file and row-group order; at most
+    ``readers`` row groups wait in memory. Only ``columns`` are read. Binary columns
+    come through as ``bytes``. pyarrow is imported when the stream runs or is sized
+    (or when ``filters`` in list form are checked), never by ``import snake``.
 
-    ``filters`` keeps the rows that match: a ``pyarrow.compute.Expression``
-    (``pc.field("label") < 10``) or the form ``pyarrow.parquet`` takes
-    (``[("label", "<", 10)]``, a list of such lists for OR). Row groups whose statistics
-    rule out every row are not read; a filter on a column a file lacks raises a
-    ``ValueError`` naming the column and the file.
+    - ``filters``: keep the rows that match, applied as each row group is read. A
+      ``pyarrow.compute.Expression`` (``(pc.field("label") < 10) &
+      (pc.field("split") == "train")``), or the disjunctive normal form of
+      ``pyarrow.parquet``: a list of ``(column, op, value)`` tuples, AND-ed (ops
+      ``=``/``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``), or a
+      list of such lists, OR-ed. Row groups whose min/max statistics rule out every
+      row are not read (pyarrow's ``ParquetFileFragment.subset``); the other rows
+      are filtered with ``Table.filter``. The filter may use columns outside
+      ``columns``: they are read, used and dropped. With ``filters``, the number of
+      rows is not known before running (a later ``shard(equal=True)`` or
+      ``progress()`` cannot size it).
+    - ``shuffle_row_groups=True``: the row groups of all files in a random order
+      drawn from ``(seed, epoch)`` (``epoch`` from :meth:`Stream.repeat`, 0 outside
+      one): the same order on every rank and every run for a ``seed``, a new one
+      each epoch; ``seed=None`` is fresh entropy on every run. Rows within a row
+      group keep their order (follow with :meth:`Stream.shuffle`). All footers are
+      read before the first row group.
+    - ``read=False``: yield one :class:`ParquetRowGroup` handle per row group (per
+      row range, after ``shard()``) instead of its rows; nothing is read in the main
+      process but the footers, and ``readers`` does not apply. Read the handles in
+      ``par_map`` worker processes, so that the data never passes through the main
+      process.
 
-    ``shuffle_row_groups=True`` reads the row groups in a random order drawn from
-    ``(seed, epoch)``: the same on every rank for a ``seed``, a new one in each epoch of
-    ``repeat()`` (rows within a row group keep their order; follow with ``shuffle()``).
-    A ``shard()`` right after shards by rows at the source (see ``Stream.shard``).
+    :meth:`Stream.shard` directly after ``from_parquet`` shards at the source, by
+    rows.
 
-    ``read=False`` yields :class:`ParquetRowGroup` handles instead of rows: small,
-    picklable, read by ``handle.read()`` wherever you call it, such as in ``par_map``
-    worker processes, so the data never passes through the main process.
+    ``repr``: ``from_parquet('data/part-0.parquet', columns=['id'])``, or
+    ``from_parquet(<3 files: 'a.parquet', ...>, filters=[('label', '<', 10)],
+    shuffle_row_groups=True, seed=0).shard(rank=0, world_size=2)`` (an expression
+    shows as ``filters=<Expression (label < 10)>``).
+
+    At run time, a missing file raises ``FileNotFoundError`` whose ``filename`` is
+    the path; a file pyarrow cannot read raises pyarrow's error unchanged with the
+    note ``snake: while reading the Parquet file '...'`` (and ``snake: in row group
+    N`` when a row group fails). A filter on a column that a file lacks raises
+    ``ValueError: from_parquet: filters=[('nope', '=', 1)] refer to the column
+    'nope', which the Parquet file 'a.parquet' does not have (its columns: id,
+    label)``; a filter pyarrow cannot apply to a file (a string column compared
+    with a number) raises pyarrow's error with the file's note.
+
+    Raises, when called:
+
+    - ``ValueError: from_parquet: the pattern '...' matches no file``;
+    - ``TypeError: from_parquet: ... must be a path, a glob pattern or a list of
+      paths``, ``TypeError: from_parquet: ... in paths is not a str path``;
+    - ``TypeError: from_parquet: columns=... must be a list of column names``;
+    - ``TypeError``/``ValueError`` for ``batch_rows`` and ``readers``: ``must be an
+      int``, ``must be >= 1``;
+    - ``TypeError: from_parquet: filters='id > 3' must be a
+      pyarrow.compute.Expression or a list of (column, op, value) tuples (or a list
+      of such lists, OR-ed)``;
+    - ``ValueError: from_parquet: filters=[('id', '~', 3)] is not a valid filter:
+      "~" is not a valid operator in predicates.``;
+    - ``ValueError: from_parquet: filters=[] is empty; leave it out (None) to keep
+      every row``;
+    - ``TypeError: from_parquet: NAME=... must be a bool`` for ``rows``,
+      ``shuffle_row_groups`` and ``read``;
+    - ``ValueError: from_parquet: seed=1 only applies with
+      shuffle_row_groups=True``, and the seed errors of :meth:`Stream.shuffle`.
     """
     resolved = resolve_paths("from_parquet", paths)
     cols: tuple[str, ...] | None = None
@@ -745,13 +1360,20 @@ def from_files(
     shuffle: bool = False,
     seed: int | None = None,
 ) -> Stream[str]:
-    """The paths of files: the sorted matches of a glob pattern, or the given paths in order.
+    """File paths: the sorted matches of a glob pattern, or the given paths in order.
 
-    Read them with ``.par_then(snake.read_bytes, limit=...)`` to overlap the reads.
-    A pattern that matches nothing is a ``ValueError`` now. ``shuffle=True`` gives the
-    paths in a random order drawn from ``(seed, epoch)``: the same on every rank for a
-    ``seed``, a new one in each epoch of ``repeat()``. A ``shard()`` right after takes
+    Read them with ``.par_then(snake.read_bytes, limit=N)`` to overlap the reads
+    (:func:`read_bytes`). The stream is sized: ``shard(equal=True)`` and
+    ``progress()`` know its length. ``shuffle=True`` gives the paths in a random
+    order drawn from ``(seed, epoch)``, as ``from_parquet``'s
+    ``shuffle_row_groups``: the same on every rank for a ``seed``, a new one in
+    each epoch of :meth:`Stream.repeat`. A :meth:`Stream.shard` right after takes
     this rank's contiguous share of that order.
+
+    Raises, when called: ``ValueError: from_files: the pattern '...' matches no
+    file``, the path errors of :func:`from_parquet`, ``ValueError: from_files:
+    seed=... only applies with shuffle=True``, and the seed errors of
+    :meth:`Stream.shuffle`.
     """
     resolved = resolve_paths("from_files", paths)
     check_bool("from_files", "shuffle", shuffle)

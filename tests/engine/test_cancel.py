@@ -1,4 +1,4 @@
-"""Cancellation is prompt (DESIGN rule 6) and nothing outlives open() (rule 1)."""
+"""Cancellation is prompt and nothing outlives open(): docs/concurrency.md, rules 6 and 1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Errors come out unchanged (DESIGN rule 5), through every runner and stage kind."""
+"""Errors come out unchanged (docs/concurrency.md, rule 5), through every runner and stage kind."""
 
 from __future__ import annotations
 

@@ -4,9 +4,10 @@ Every ``examples/*.py`` runs as a script (its own process, from the repository
 root) and must exit 0 and print its expected fragment. An example without an
 entry in ``EXPECTED`` fails, so a new example cannot go untested.
 
-A ```` ```python ```` block in README.md or docs/*.md that is preceded by the
-line ``<!-- example: examples/NAME.py -->`` must be that file, character for
-character (trailing whitespace aside). Unmarked blocks are not checked.
+Every ```` ```python ```` block in README.md or docs/*.md must be preceded by the
+line ``<!-- example: examples/NAME.py -->`` and be that file, character for
+character (trailing whitespace aside): a program shown in the docs is one that runs.
+Output and fragments are shown as ```` ```text ````, never as unchecked Python.
 """
 
 from __future__ import annotations
@@ -75,6 +76,61 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "row groups to read: 32 of 40",
         "6400 training rows in 2 epochs",
         "brightness grows with the label: True",
+    ),
+    "first_stream.py": (
+        "from_iterable(<range len=100>).map(str).batch(10)\n",
+        "['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']\n",
+        "['90', '91', '92', '93', '94', '95', '96', '97', '98', '99']\n",
+    ),
+    "descriptions.py": (
+        "from_iterable(<range len=5>).map(<lambda>)\n[0, 1, 4, 9, 16]\n[0, 1, 4, 9, 16]\n",
+        "[0, 1, 4]\n[]\n",
+        "ValueError: batch: size=0 must be >= 1\n",
+    ),
+    "async_source.py": (
+        "['LINE 0', 'LINE 1', 'LINE 2']\n['LINE 0', 'LINE 1', 'LINE 2']\n",
+        "TypeError: from_async_iterable: not_async() returned 'list', not an async iterable\n",
+    ),
+    "inline_stages.py": (
+        "[0, 9, 36, 81]\n[[2, 3], [4, 5], [6]]\n[array([2, 3]), array([4, 5])]\n",
+        "[1, 2, 2, 4, 5, 5]\n[(0, 7), (1, 8), (2, 9)]\n",
+    ),
+    "partial_args.py": (
+        "from_iterable(<list len=3>).par_then(partial(fetch, timeout=5), limit=8)\n",
+        "<page of https://example.com/0>\n<page of https://example.com/1>\n<page of https://example.com/2>\n",
+    ),
+    "thread_backend.py": (
+        "from_iterable(<range len=8>).par_map(fib, workers=2, backend='thread')\n",
+        "[75025, 121393, 196418, 317811, 514229, 832040, 1346269, 2178309]\n",
+    ),
+    # the unordered run yields in completion order: sleeps of 0.3, 0.2, 0.1 and 0 s
+    "ordering.py": ("[0, 1, 2, 3]\n[3, 2, 1, 0]\n",),
+    "prefetch.py": ("100 files, 40345 bytes\n",),
+    # request 3 timed out and was skipped, so source item 7 is item index 6 of par_map
+    "timeouts.py": (
+        (
+            "TimeoutError: stage #2 par_map(decode, workers=2, retries=1, timeout=1.0): item index 6 "
+            "took longer than timeout=1.0s (2 attempts); its worker process was killed\n"
+        ),
+    ),
+    # item 5 runs 3 s with stall_timeout=1: the example logs to stdout
+    "stall.py": (
+        (
+            "WARNING snake: snake: stage #1 par_map(work, workers=2, stall_timeout=1.0) has made no "
+            "progress for "
+        ),
+        ": item index 5 has been running for ",
+        "Busy process workers:\nitem index 5 (running ",
+        "stall.py\", line 12 in work\n",
+        "20 items; stall warnings: ",
+    ),
+    "statistics.py": ("#1 par_map(decode, workers=2).on_error('skip')\n200 196 4\n",),
+    "no_leaks.py": (
+        "sync: [0, 2, 4, 6, 8]\ntrio: [0, 2, 4, 6, 8]\n",
+        (
+            "snake.testing.assert_no_leaks: 1 thing(s) started in the block outlived it "
+            "(checked for 0.5 s after):\n  - thread 'left-behind' (daemon=True)\n"
+        ),
     ),
     "batching.py": (
         "(32, 3, 8, 8) uint8 [0 1 2 3] ['example 0', 'example 1']",
@@ -202,6 +258,19 @@ def _normalise(text: str) -> str:
 def test_docs_embed_examples() -> None:
     # Guards the check below against a marker spelling that matches nothing.
     assert embedded_examples(), "no '<!-- example: examples/... -->' marker found in README.md or docs/*.md"
+
+
+def test_every_python_block_is_an_example() -> None:
+    unmarked = []
+    for doc in doc_files():
+        lines = doc.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if line.strip().startswith("```python") and (i == 0 or MARKER.match(lines[i - 1].strip()) is None):
+                unmarked.append(f"{doc.relative_to(ROOT).as_posix()}:{i + 1}")
+    assert not unmarked, (
+        f"```python blocks that are not an example file: {unmarked}; put the program in examples/ "
+        "and embed it after <!-- example: examples/NAME.py -->, or show output as ```text"
+    )
 
 
 @pytest.mark.parametrize("block", embedded_examples(), ids=lambda b: f"{b.doc}:{b.line}")

@@ -1,4 +1,4 @@
-"""Parallel stages that never hang and never leak (issue #3), with real faults injected."""
+"""Parallel stages that never hang and never leak, with real faults injected."""
 
 from __future__ import annotations
 

@@ -50,16 +50,21 @@ _STRANDED_WAIT_S = 10.0
 
 
 class EndOfStream(trio.EndOfChannel):
-    """Raised by :meth:`AsyncioItems.receive` after the last item: asyncio code catches
-    ``snake.aio.EndOfStream`` (as anyio's streams raise ``anyio.EndOfStream``) and needs
-    no trio import. A subclass of ``trio.EndOfChannel``, which ``receive()`` raised
-    before, so code that catches that keeps working. ``async for`` just ends.
+    """Raised by :meth:`AsyncioItems.receive` after the last item.
+
+    asyncio code catches ``snake.aio.EndOfStream`` (as anyio's streams raise
+    ``anyio.EndOfStream``) and needs no trio import. A subclass of
+    ``trio.EndOfChannel``, so ``except trio.EndOfChannel`` catches it too; not
+    ``StopAsyncIteration``, which an async generator awaiting ``receive()`` would turn
+    into a ``RuntimeError``. ``async for`` just ends.
     """
 
 
 @attrs.frozen
 class RuntimeStatistics:
-    """A snapshot of the snake runtime of the running asyncio loop."""
+    """A frozen snapshot (an ``attrs`` class) of the snake runtime of the running asyncio
+    loop, returned by :func:`snake.aio.statistics`.
+    """
 
     #: Whether a trio guest run hosts pipelines on this loop now.
     running: bool
@@ -402,15 +407,19 @@ async def _release(runtime: _Runtime) -> None:
 
 @final
 class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
-    """The consumer's end of a pipeline opened with ``snake.aio.open()``: an async iterator.
+    """The consumer's end of :func:`snake.aio.open`: an async iterator, the twin of
+    :class:`snake.Items` for asyncio.
 
-    The twin of :class:`snake.Items` for asyncio: ``async for``, ``receive()``
-    (raises :class:`EndOfStream` after the last item: a subclass of
-    ``trio.EndOfChannel``, not ``StopAsyncIteration``, which an async generator that
-    awaits ``receive()`` would turn into a ``RuntimeError``), ``receive_chunk()``,
-    ``statistics()`` and ``report()``. Buffered items are handed out without
-    suspending; the consumer suspends only when it needs the next chunk. Several
-    asyncio tasks may read one ``AsyncioItems`` at once: each item goes to one of them.
+    - ``async for x in items``: the items, then the loop ends.
+    - ``await items.receive()``: the next item; raises :class:`EndOfStream` after
+      the last.
+    - ``await items.receive_chunk()``: the rest of the current chunk, or the next
+      chunk that crossed from trio.
+    - ``items.statistics()`` and ``items.report()``: as for :class:`snake.Items`.
+
+    Items of a chunk are handed out without suspending; the task suspends only to
+    wait for the next chunk. Several asyncio tasks may read one ``AsyncioItems`` at
+    once: each item goes to one of them.
     """
 
     __slots__ = ("__weakref__", "_pipe", "_wait_s")
@@ -462,7 +471,8 @@ class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
 
     async def receive_chunk(self) -> list[T] | None:
         """The items of the next chunk that crossed from trio (the rest of the current one
-        first), or ``None`` at the end. For consumers that handle items in bulk."""
+        first), or ``None`` at the end. For consumers that handle items in bulk.
+        """
         if self._pos >= len(self._buf) and not await self._refill():
             return None
         return self._take_buffered()
@@ -478,8 +488,9 @@ class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
         return resume.state_dict(items._ctx, self._pipe.delivered())
 
     def statistics(self) -> PipelineStatistics:
-        """Per-stage counters of this run so far (see ``snake.Items.statistics()``); the
-        consumer's wait is the time this asyncio task waited for chunks."""
+        """The per-stage counters of this run so far (see :meth:`snake.Items.statistics`);
+        the consumer's wait is the time this asyncio task waited for chunks.
+        """
         items = self._pipe.items
         if items is None:
             return PipelineStatistics(())
@@ -487,8 +498,9 @@ class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
         return attrs.evolve(items.statistics(), consumer_wait_s=self._wait_s)
 
     def report(self) -> str:
-        """A short text naming the stage that limits throughput and why (see
-        ``snake.Items.report()``), with the time this asyncio task waited for items."""
+        """The bottleneck report of this run so far (see :meth:`snake.Items.report`), with
+        the time this asyncio task waited for items.
+        """
         from .._engine.report import report
 
         return report(self.statistics())
@@ -560,7 +572,12 @@ def open_specs(
 
 
 def statistics() -> RuntimeStatistics:
-    """The snake runtime of the running asyncio loop: running or not, open pipelines, tasks."""
+    """The snake runtime of the running asyncio loop: running or not, open pipelines,
+    tasks.
+
+    Raises ``RuntimeError: snake.aio.statistics() needs a running asyncio event
+    loop`` outside one.
+    """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

@@ -207,7 +207,13 @@ class _Bridge:
 
 @final
 class SyncItems(Iterator[T], Generic[T]):
-    """The consumer's end of a pipeline opened with ``open_sync()``: an iterator."""
+    """The consumer's end of :meth:`Stream.open_sync`: a plain iterator.
+
+    ``next(items)`` blocks until an item is ready and raises ``StopIteration``
+    after the last one, or raises the pipeline's exception. ``iter(items)`` returns
+    the underlying generator rather than ``items`` itself, which saves a
+    Python-level call per item.
+    """
 
     __slots__ = ("_bridge", "_gen")
 
@@ -216,8 +222,16 @@ class SyncItems(Iterator[T], Generic[T]):
         self._gen: Iterator[T] = _flatten(bridge)
 
     def statistics(self) -> PipelineStatistics:
-        """Per-stage counters of this run so far (plain integer reads; a snapshot taken
-        while the pipeline runs may be a few items apart between stages)."""
+        """The per-stage counters of this run so far, as a :class:`PipelineStatistics`
+        (see :meth:`Items.statistics`).
+
+        It reads them from your thread while the pipeline's thread updates them, so a
+        snapshot taken while the pipeline runs may be a few items apart between stages.
+        Right after ``open_sync()`` returns, before the helper thread has started the
+        stages, it can return ``PipelineStatistics(stages=())``. Its
+        ``consumer_wait_s`` is the time *your* loop waited in ``next()``, and its
+        ``items_received`` counts the items handed to your thread's buffer.
+        """
         return self._bridge.statistics()
 
     def state_dict(self) -> dict[str, Any]:
@@ -226,8 +240,9 @@ class SyncItems(Iterator[T], Generic[T]):
         return self._bridge.state_dict()
 
     def report(self) -> str:
-        """A short text naming the stage that limits throughput and why (see
-        ``Items.report()``), with the time this loop waited for items."""
+        """The bottleneck report of this run so far, as for :meth:`Items.report`, with the
+        time this loop waited for items.
+        """
         from .._engine.report import report
 
         return report(self._bridge.statistics())

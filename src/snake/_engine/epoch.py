@@ -19,11 +19,12 @@ EPOCH: ContextVar[int] = ContextVar("snake_epoch", default=0)
 
 
 def current_epoch() -> int:
-    """The epoch (0, 1, ...) of the innermost ``repeat()`` running this code; 0 outside one.
+    """The epoch (0, 1, ...) of the innermost :meth:`Stream.repeat` running the calling
+    code; 0 outside one.
 
-    Visible to the stages *before* ``repeat()`` (they run once per epoch), including
-    ``par_then`` tasks and ``par_map(backend="thread")`` threads; not inside worker
-    processes, which should receive the epoch with the item.
+    A context variable: visible in the stages *before* ``repeat()`` (they run once
+    per epoch), their ``par_then`` tasks and ``par_map(backend="thread")`` threads;
+    not in worker processes, which should receive the epoch with the item.
     """
     return EPOCH.get()
 
@@ -47,12 +48,19 @@ def epoch_generator(seed: int | None, epoch: int) -> np.random.Generator:
 
 
 def rng(index: int, /, *, seed: int = 0, epoch: int | None = None) -> np.random.Generator:
-    """A NumPy ``Generator`` keyed by ``(seed, epoch, index)``: per-item randomness that is
-    the same whichever worker, process or thread runs the item, and in every run.
+    """A NumPy ``Generator`` seeded from ``(seed, epoch, index)``: per-item randomness
+    that is the same in every run and whichever worker, process or thread runs the
+    item.
 
-    ``index`` is the item's position (from ``enumerate()``, say); ``epoch`` defaults to
-    :func:`current_epoch` (pass it explicitly in worker processes). Different epochs
-    give different streams, so augmentations change from one epoch to the next.
+    ``index`` is the item's position (from ``enumerate()``, say); ``epoch`` defaults
+    to :func:`current_epoch` (pass it explicitly in a worker process). Different
+    epochs give different streams, so augmentations change from one epoch to the
+    next. Costs about 10 µs a call.
+
+    Raises: ``TypeError: rng: index=... must be an int``, ``ValueError: rng:
+    index=... must be >= 0``, ``ValueError: rng: epoch=... must be an int >= 0``,
+    ``TypeError: rng: seed=... must be an int``, ``ValueError: rng: seed=... must be
+    >= 0``.
     """
     check_seed("rng", seed, allow_none=False)
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)):

@@ -1,4 +1,6 @@
-"""snake's own exception types. User exceptions are never wrapped in these."""
+"""snake's own exception types. User exceptions are never wrapped in these, except an
+unpicklable exception from a worker process (:class:`RemoteError`).
+"""
 
 from __future__ import annotations
 
@@ -20,17 +22,36 @@ def add_note(exc: BaseException, label: str, index: int | None) -> None:
 
 
 class WorkerCrashedError(RuntimeError):
-    """A worker process died (killed, ``os._exit``, a segfault) while running items.
+    """A worker process of a ``par_map(backend="process")`` stage died (killed,
+    ``os._exit``, a segfault) while running an item, as many times as ``retries``
+    allowed.
 
-    The message names the stage and the item the worker was running; the
-    ``__cause__`` says which worker process it was.
+    The message names the stage and the item the worker was running, the number of
+    attempts when there was more than one, and how the worker ended::
+
+        a worker process of stage #1 par_map(fn, workers=2, retries=1) died while
+        running item index 3 (2 attempts) (Fatal Python error: Segmentation fault)
+
+    (one line). A fatal signal (a segfault, an abort in C code) is reported as
+    Python's ``faulthandler`` reports it; a worker that ended without one
+    (``os._exit``, a kill signal, the kernel's out-of-memory killer) is said to have
+    left no Python error. It has the note ``snake: raised in stage #1 par_map(...)
+    on item index 3``. Its ``__cause__`` is snake's error for the worker's death in
+    the last attempt, whose message names the worker process by its pid and, after
+    a fatal signal, holds the Python stack of every thread of the worker at that
+    moment (``worker process 30266 died:`` then ``Fatal Python error: Segmentation
+    fault`` and the stack). Under ``on_error("skip")`` the item is dropped instead.
+    An item that runs past ``par_map(timeout=...)`` raises ``TimeoutError``, not
+    this.
     """
 
 
 class RemoteError(RuntimeError):
-    """A user function raised, in a worker process, an exception that cannot be pickled.
+    """A function in a worker process raised an exception that cannot be pickled.
 
-    Its message holds the original type, message and the worker's traceback text.
+    The message holds the original type and message, then the worker's traceback
+    text: ``TypeName: message``, a new line, ``Traceback (most recent call last):
+    ...``.
     """
 
 

@@ -28,8 +28,9 @@ class ChunkReader(abc.ABC, Generic[T]):
         """Make ``_buf[_pos:]`` hold items (True), or tell that there are no more (False)."""
 
     async def receive(self) -> T:
-        """The next item; raises ``trio.EndOfChannel`` after the last one (``snake.aio``:
-        its subclass ``snake.aio.EndOfStream``)."""
+        """The next item; raises ``trio.EndOfChannel`` after the last one
+        (:class:`snake.aio.EndOfStream`, a subclass of it, for :class:`snake.aio.AsyncioItems`).
+        """
         pos = self._pos
         if pos >= len(self._buf):
             if not await self._refill():

@@ -1,4 +1,4 @@
-"""Opening a pipeline: one nursery owns every stage task (DESIGN rule 1)."""
+"""Opening a pipeline: one nursery owns every stage task (docs/concurrency.md, rule 1)."""
 
 from __future__ import annotations
 
@@ -124,11 +124,20 @@ def stage_labels(specs: list[Spec]) -> list[str]:
 
 @final
 class Items(ChunkReader[T], trio.abc.ReceiveChannel[T]):
-    """The consumer's end of an opened pipeline: an async iterator of items.
+    """The consumer's end of an opened pipeline, yielded by :meth:`Stream.open`: an
+    async iterator and a trio ``ReceiveChannel``. You do not create it yourself.
 
-    Items arrive in chunks; ``receive()`` returns buffered items without a
-    checkpoint and checkpoints (and so can be cancelled) each time it fetches
-    the next chunk.
+    - ``async for x in items``: the items, then the loop ends.
+    - ``await items.receive()``: the next item; raises ``trio.EndOfChannel`` after
+      the last one.
+    - ``await items.receive_chunk()``: all items that are ready, in bulk.
+    - ``await items.aclose()``, or leaving ``async with items:``: stop receiving.
+    - ``items.statistics()`` and ``items.report()``: what the run has done so far,
+      and which stage limits it.
+
+    Items arrive in chunks. ``receive()`` and ``async for`` return items of the
+    current chunk without a trio checkpoint, and checkpoint (so can be cancelled)
+    when they fetch the next chunk.
     """
 
     __slots__ = ("_ctx", "_fetches", "_inbox")
@@ -166,8 +175,12 @@ class Items(ChunkReader[T], trio.abc.ReceiveChannel[T]):
         return True
 
     async def receive_chunk(self) -> list[T] | None:
-        """All items that are ready (at least one, at most ``CHUNK_CAP`` unless one
-        chunk is larger), or ``None`` at the end. For bridges that move whole chunks."""
+        """All items that are ready, at least one; ``None`` after the last item.
+
+        It gathers ready chunks until it holds at least 1024 items or none is ready, so
+        a result can hold more than 1024 items. Meant for code that moves items on in
+        bulk.
+        """
         if self._pos < len(self._buf):
             out = self._take_buffered()
         else:
@@ -204,19 +217,31 @@ class Items(ChunkReader[T], trio.abc.ReceiveChannel[T]):
         return chunk
 
     def statistics(self) -> PipelineStatistics:
-        """Per-stage counters of this run so far (items in and out, busy and waiting
-        time, buffered items, ...), and how long the consumer waited for items."""
+        """The per-stage counters of this run so far, as a :class:`PipelineStatistics`.
+
+        Items in and out, busy and waiting time and buffered items of every stage, and
+        how long the consumer waited. The counters live as long as this object: read
+        them in the loop, at its end, or after the block, even after a failure.
+        """
         return self._ctx.statistics()
 
     def report(self) -> str:
-        """A short text naming the stage that limits throughput and why, with the
-        consumer's wait and one line per stage (see docs/performance.md)."""
+        """The bottleneck report of this run so far, as text.
+
+        The items received and how long the consumer waited for them, the stage that
+        limits throughput with the reason and what to change, a ``stalled:`` line for
+        each stage that logged stall warnings, and one line per stage. How to read it:
+        :doc:`/performance` (Finding the bottleneck: the report).
+        """
         from .report import report
 
         return report(self._ctx.statistics())
 
     async def aclose(self) -> None:
-        """Stop receiving: the stages upstream stop at their next send."""
+        """Stop receiving: the stages upstream stop at their next send, without an error.
+
+        ``async with items:`` calls it on exit.
+        """
         self._inbox.close()
         await trio.lowlevel.checkpoint()
 

@@ -140,54 +140,76 @@ class StageCounters:
 
 @attrs.frozen
 class StageStatistics:
-    """A snapshot of one stage's counters."""
+    """A frozen snapshot (an ``attrs`` class, compared by value) of one stage's counters.
 
-    #: The stage as it appears in the stream's repr, with its position: ``#2 map(f)``.
+    One record per stage in :attr:`PipelineStatistics.stages`. The counters a stage
+    does not have (``retries`` of a ``map``, say) are 0. Times are measured per chunk or
+    per call, never per item: reading them costs nothing, and keeping them costs a few
+    ``time.perf_counter()`` calls per chunk.
+    """
+
+    #: ``#i`` and the stage's part of the ``repr``, as error notes name it:
+    #: ``#2 par_map(fib, workers=2)``, with its ``.on_error(...)`` if set.
     name: str
-    #: Items the stage has received from the stage before it (produced, for a source).
+    #: Items the stage has received: for the source, the items it has read; for
+    #: ``then``, ``par_then`` and ``par_map``, the items taken into calls so far, those
+    #: in progress included; for ``prefetch``, the items of the chunks it has received;
+    #: for an inline stage, the items it has consumed (``take(n)`` counts only the items
+    #: it kept, and ``skip(n)`` reports 0).
     items_in: int
-    #: Items the stage has passed on.
+    #: Items the stage has produced, before any inline stage fused after it: for the
+    #: source, the same as ``items_in``; for ``then``, ``par_then`` and ``par_map``, the
+    #: results of finished calls.
     items_out: int
     #: Items dropped under ``on_error("skip")``.
     errors_skipped: int
-    #: Items run again after a worker crash or a timeout (``retries=``).
+    #: ``par_map``, process backend: items run again after a lost call (a dead worker or
+    #: a timeout): every retry of the item it was running, and the items of the call
+    #: before it, which ran again; without shared memory, every item of the lost call.
     retries: int
-    #: Items that ran past ``timeout=``.
+    #: Calls that ran past their ``timeout``: for ``par_map``, each killed call counts,
+    #: retries included; for ``par_then``, each item.
     timeouts: int
-    #: Worker processes that died or were killed (crash, timeout) and were replaced.
+    #: ``par_map``, process backend: calls whose worker process died or was killed for a
+    #: timeout; each such worker is replaced when needed.
     workers_lost: int
-    #: Items received and not yet finished: running in a ``par_then`` task or a
-    #: ``par_map`` worker (0 for other stages).
+    #: ``then``, ``par_then``, ``par_map``: items taken into calls that have not
+    #: finished (0 for other stages); ``items_in == items_out + in_flight +
+    #: errors_skipped`` at every snapshot.
     in_flight: int = 0
     #: For a source resumed from a checkpoint that cannot seek (an iterable that is not
     #: a sequence, an async iterable): the items it produced again, from its start to
     #: the checkpoint, without passing them on.
     replayed: int = 0
-    #: Stall warnings the stage logged: an item ran past ``stall_timeout``
-    #: (``then``, ``par_then``, ``par_map``).
+    #: ``then``, ``par_then``, ``par_map``: stall warnings the stage logged (an item ran
+    #: past ``stall_timeout``).
     stalls: int = 0
-    #: Seconds the longest-running item in flight has been running (``then``,
-    #: ``par_then``, ``par_map`` with a ``timeout`` or ``stall_timeout``; 0.0 when none
-    #: runs). Sampled as often as the stage's deadlines and stalls are watched.
+    #: ``then``, ``par_then``, ``par_map``: seconds the longest-running item in flight
+    #: has been running; 0.0 when none runs. Which item a call is on is sampled every
+    #: ``min(stall_timeout / 4, 1 s)`` (more often with a ``timeout``); with neither set,
+    #: this is how long the longest-running call has run.
     oldest_item_s: float = 0.0
-    #: Seconds the stage has been running (for an inline stage: its host task's).
+    #: Seconds the stage's task has run (until it stopped); for an inline stage, its
+    #: host task's.
     elapsed_s: float = 0.0
-    #: Seconds the stage spent working: for ``par_then``/``par_map``, the busy
-    #: slot-seconds divided by the slots; for an inline stage, the time in its function;
-    #: for ``chain``/``zip``/``mix``/``repeat``, their child pipelines' time included.
+    #: Seconds the stage worked: its elapsed time less its waits; for ``then``,
+    #: ``par_then`` and ``par_map``, the slot-seconds spent running calls divided by the
+    #: slots; for an inline stage, the time spent in it (timed per chunk); for
+    #: ``chain``, ``zip``, ``mix`` and ``repeat``, the time their input streams took to
+    #: deliver counts as busy (the inputs' stages are not shown).
     busy_s: float = 0.0
-    #: Seconds the stage waited for the stage before it to deliver items.
+    #: Seconds the stage waited for the stage before it to deliver a chunk.
     wait_upstream_s: float = 0.0
-    #: Seconds the stage could not go on because its output buffer was full: the
-    #: stage after it (or the consumer) was not taking items.
+    #: Seconds the stage could not go on because its output buffer was full: the stage
+    #: after it (or the consumer) was not taking items.
     wait_downstream_s: float = 0.0
-    #: Items produced by the stage and not yet taken by the next one (its output
-    #: buffer and the channel after it).
+    #: Items the stage produced that the next stage has not taken yet: its output
+    #: buffer, the chunk being sent and the chunk in the channel.
     buffered: int = 0
-    #: For ``par_then`` and ``par_map``: busy slot-seconds / (slots x elapsed), 0 to 1;
-    #: None for other stages.
+    #: ``then``, ``par_then``, ``par_map``: busy slot-seconds / (slots x elapsed), from 0
+    #: to 1; None for other stages.
     utilization: float | None = None
-    #: The concurrency of a parallel stage (``limit`` or ``workers``); 1 otherwise.
+    #: The ``limit`` or ``workers`` of a concurrent stage; 1 otherwise.
     slots: int = 1
     #: For an inline stage (``map``, ``filter``, ``batch``, ...): the position of the
     #: stage whose task runs it; None for a stage with its own task.
@@ -196,15 +218,21 @@ class StageStatistics:
 
 @attrs.frozen
 class PipelineStatistics:
-    """A snapshot of every stage of an opened pipeline, in order."""
+    """A frozen snapshot (an ``attrs`` class) of every stage of a run, returned by
+    :meth:`Items.statistics` and :meth:`SyncItems.statistics`.
+    """
 
-    #: One record per stage, source first.
+    #: One :class:`StageStatistics` per stage, in the order of the chain, the source
+    #: first, inline stages included.
     stages: tuple[StageStatistics, ...]
-    #: Seconds since the pipeline was opened (until its end, once it has ended).
+    #: Seconds since the pipeline was opened, until the consumer received the end (or
+    #: left the block).
     elapsed_s: float = 0.0
-    #: Seconds the consumer (the loop reading the items) waited for the next item.
+    #: Seconds the consumer waited for items: in ``async for``/``receive()``, or in
+    #: ``next()`` for ``open_sync()``.
     consumer_wait_s: float = 0.0
-    #: Items the consumer has received.
+    #: Items the consumer has received (for ``open_sync()``, the items handed to your
+    #: thread's buffer).
     items_received: int = 0
     #: What snake decided about running this pipeline when it was opened, one sentence
     #: each: a stage done by another (``shard()`` by the Parquet source), a fast path
@@ -213,7 +241,7 @@ class PipelineStatistics:
     plan: tuple[str, ...] = ()
 
     def stage(self, position: int) -> StageStatistics:
-        """The record of the stage at ``position`` (0 is the source)."""
+        """``stages[position]``: position 0 is the source, as in the ``#i`` of error notes."""
         return self.stages[position]
 
 

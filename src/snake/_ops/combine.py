@@ -2,7 +2,7 @@
 
 Each runs its input streams as *child pipelines*, opened with ``open_pipeline``
 inside the source's own task: the child stages are tasks of nurseries nested in
-that task, so they live inside the outer pipeline's nursery (DESIGN rule 1). A
+that task, so they live inside the outer pipeline's nursery (docs/concurrency.md, rule 1). A
 child's exception comes out of its ``open_pipeline`` unchanged, fails the source
 and so the outer pipeline; cancelling the outer pipeline cancels the source's
 task and every child with it. Children keep their own statistics, which the

@@ -322,14 +322,21 @@ class _ReadOptions:
 @final
 @attrs.frozen(repr=False)
 class ParquetRowGroup:
-    """A handle on one row group of a Parquet file, or on the rows ``[start, stop)`` of it
-    that this rank reads: the items of ``from_parquet(..., read=False)``.
+    """What ``from_parquet(..., read=False)`` yields: a frozen, picklable handle on one
+    row group of one file, or on the rows ``[start, stop)`` of it that this rank
+    takes. It holds no data.
 
-    It holds no data, pickles small, and reads when asked, wherever it is: send it to
-    ``par_map`` worker processes and call :meth:`read` there, so that the data never
-    passes through the main process. ``read()`` gives what ``from_parquet`` with the
-    same arguments would have given for these rows: dicts, or record batches with
-    ``rows=False``, filtered by ``filters`` and projected to ``columns``.
+    Reading opens the file again (its footer included), so a handle can be read in
+    another process: the usual use is a ``par_map`` function that reads a handle and
+    decodes its rows, followed by ``flat_map(list)`` (:doc:`/tutorial`, Reading row
+    groups in the workers), so that the data never passes through the main process.
+    :meth:`read` gives what :func:`from_parquet` with the same arguments gives for
+    these rows: dicts, or record batches of up to ``batch_rows`` rows with
+    ``rows=False``, filtered by ``filters`` and projected to ``columns``. Errors are
+    those of ``from_parquet``: ``FileNotFoundError`` with the path as ``filename``,
+    or pyarrow's error with the file and row-group notes.
+
+    ``repr``: ``ParquetRowGroup('a.parquet', index=3, rows=0:128)``.
     """
 
     #: The Parquet file.
@@ -345,21 +352,24 @@ class ParquetRowGroup:
 
     @property
     def num_rows(self) -> int:
-        """Rows to read, before ``filters`` apply."""
+        """``stop - start``: the rows to read, before ``filters`` apply."""
         return self.stop - self.start
 
     def __repr__(self) -> str:
         return f"ParquetRowGroup({self.path!r}, index={self.index}, rows={self.start}:{self.stop})"
 
     def table(self) -> Any:
-        """The rows as a ``pyarrow.Table`` (filtered, projected)."""
+        """The same rows as :meth:`read`, as one ``pyarrow.Table`` (filtered, projected)."""
         o = self._options
         return _read_table(
             self.path, None, self.index, self.start, self.stop, -1, o.columns, self._needed, o.filt
         )
 
     def read(self) -> list[Any]:
-        """The rows as dicts, or record batches of up to ``batch_rows`` rows with ``rows=False``."""
+        """The rows, as ``from_parquet`` with the same arguments gives them: dicts, or
+        record batches of up to ``batch_rows`` rows with ``rows=False``, filtered and
+        projected.
+        """
         return _to_items(self.table(), self._options.rows, self._options.batch_rows)
 
 
@@ -630,7 +640,12 @@ class FromFiles(SourceSpec):
 
 
 async def read_bytes(path: str | os.PathLike[str], /) -> bytes:
-    """The contents of the file at ``path``, read in a thread: ``.par_then(snake.read_bytes)``."""
+    """The contents of the file at ``path``, read in a trio worker thread: for
+    ``.par_then(snake.read_bytes, limit=N)`` after :func:`from_files`.
+
+    An ``OSError`` without a file name gets the note ``snake: while reading
+    'PATH'``.
+    """
     try:
         return await trio.Path(path).read_bytes()
     except OSError as exc:

@@ -50,37 +50,77 @@ def check_worker_type(method: str, worker_type: object, *, processes: bool = Tru
 
 @attrs.frozen
 class WorkerPoolStatistics:
-    """A snapshot of a :class:`WorkerPool`."""
+    """A frozen snapshot (an ``attrs`` class, compared by value) of a :class:`WorkerPool`,
+    returned by :meth:`WorkerPool.statistics`.
+    """
 
     #: Worker processes alive and waiting for work.
     idle_workers: int
     #: Worker processes running a call now.
     running_workers: int
-    #: Process ids of the pool's live workers, idle and running.
+    #: Process ids of the pool's live workers, idle and running; not shown in the ``repr``.
     pids: frozenset[int] = attrs.field(default=frozenset(), repr=False)
 
 
 @final
 class WorkerPool:
-    """Worker processes of one's own, warm across the runs of the pipelines that use them.
+    """Worker processes of your own, alive across the runs of the pipelines that use them.
 
-    Without a pool, ``par_map`` stages take their workers from a process-wide
-    cache, where idle workers wait ``SNAKE_WORKER_IDLE_TIMEOUT`` seconds (60 by
-    default) for the next stage. A pool's workers are its own instead: they never
-    idle out, no other stage uses them, and they stop when the block ends::
+    Without a pool, ``par_map`` stages take their workers from a process-wide cache,
+    where an idle worker exits after ``SNAKE_WORKER_IDLE_TIMEOUT`` seconds (60 by
+    default; see the worker processes of :meth:`Stream.par_map`).
+    ``par_map(fn, pool=pool)`` runs on the pool's workers instead: they never idle
+    out, no stage outside the pool uses them, and they stop when the pool's block
+    ends::
 
         with snake.WorkerPool(2) as pool:
             stream = source.par_map(decode, pool=pool)
             for epoch in range(10):
-                for batch in stream:      # the same two workers every epoch
+                for batch in stream:      # the same worker processes every epoch
                     ...
 
-    ``async with`` works too. Any number of stages of one trio run may use a pool
-    at the same time (the pipelines of a web service's requests, say): together
-    they run at most ``workers`` calls at once, in turn as workers come free, and
-    a stage cancelled mid-call gets its worker killed and replaced without
-    disturbing the others. Stages in two trio runs at once (two ``open_sync()``
-    loops in two threads) cannot share one pool: the second raises ``RuntimeError``.
+    - ``workers``: the most worker processes the pool runs; ``None`` means the
+      number of CPUs this process may run on. A ``par_map`` on the pool may ask for
+      fewer (``workers=`` at most the pool's), and runs at most that many calls at
+      once.
+    - ``worker_type``: how the workers start, as for :meth:`Stream.par_map`:
+      ``"auto"`` (forked from snake's launcher), ``"spawn"`` or ``"fork"``.
+
+    ``with pool:`` or ``async with pool:`` opens the pool. The workers start when a
+    stage first uses them (the stage's no-op start-up calls), and then never time
+    out. Leaving the block, or :meth:`close`, stops them: the idle workers are
+    killed and waited for; a worker busy with a call of a stage still running stops
+    when that call ends. ``async with`` does this in a thread, shielded from
+    cancellation, under trio and under asyncio (:mod:`snake.aio`) alike. A worker
+    that died or was killed for a timeout is replaced by a new one when a call
+    needs it. ``repr(pool)`` is ``WorkerPool(workers=2, worker_type='auto')
+    <open>``, with ``<not entered>``, ``<open>`` or ``<closed>``.
+
+    A pool serves the stages of one trio run at a time: several stages of one
+    pipeline, or the pipelines of many requests in a web service. Together they run
+    at most ``workers`` calls at once, taking turns as workers come free; waiting
+    for a turn counts neither against ``timeout`` nor in the measured time per item.
+    A stage cancelled mid-call has its worker killed and replaced; the others go
+    on. A pool works with every way of running a stream, ``open_sync()`` and
+    ``for`` included, although each of those runs its own ``trio.run`` in a new
+    helper thread.
+
+    Raises, when called: ``TypeError: WorkerPool: workers=... must be an int``,
+    ``ValueError: WorkerPool: workers=... must be >= 1``, ``ValueError: WorkerPool:
+    worker_type=... must be one of ('auto', 'forkserver', 'spawn', 'fork')``,
+    ``ValueError: WorkerPool: worker processes need os.fork, which PLATFORM does
+    not have``.
+
+    Other errors, when the pool is entered a second time (also after it closed),
+    and when a stage that uses it starts or calls it:
+
+    - ``RuntimeError: WorkerPool(...) <...> can be entered once``;
+    - ``RuntimeError: stage #i STAGE: WorkerPool(...) <not entered> is not open;
+      run the pipeline inside 'with pool:'`` (``<closed>`` after the block);
+    - ``RuntimeError: stage #i STAGE: WorkerPool(...) <open> is in use by a
+      pipeline of another trio run (another thread or open_sync() loop); only the
+      stages of one trio run can share a pool``;
+    - ``RuntimeError: WorkerPool(...) <closed> was closed while a stage ran on it``.
     """
 
     def __init__(self, workers: int | None = None, *, worker_type: WorkerType = "auto") -> None:
@@ -90,6 +130,8 @@ class WorkerPool:
         check_worker_type("WorkerPool", worker_type)
         self._workers = workers
         self._worker_type: WorkerType = worker_type
+        #: Internal, for ``par_map`` stages (their worker source): how the workers start,
+        #: ``worker_type`` with ``"auto"`` resolved (``"forkserver"``).
         self.mode = resolve_worker_type(worker_type)
         self._entered = False
         self._closed = False
@@ -106,12 +148,14 @@ class WorkerPool:
 
     @property
     def workers(self) -> int:
-        """How many worker processes the pool runs at most."""
+        """The most worker processes the pool runs (the ``workers`` argument, resolved)."""
         return self._workers
 
     @property
     def worker_type(self) -> WorkerType:
-        """How its workers start (``"auto"``: forked from snake's launcher)."""
+        """How its workers start: the ``worker_type`` argument (``"auto"``: forked from
+        snake's launcher).
+        """
         return self._worker_type
 
     @property
@@ -160,12 +204,11 @@ class WorkerPool:
             await trio.to_thread.run_sync(self.close)
 
     def close(self) -> None:
-        """Stop every idle worker now.
+        """Stop every idle worker now; leaving the ``with`` block calls it.
 
-        Stages still running on the pool (closed from another task, say a web
-        service's shutdown while a request runs) make no new call: their next one
-        raises ``RuntimeError``; the workers of the calls in flight stop as those
-        calls end.
+        Stages still running on the pool (closed from another task, say a web service's
+        shutdown while a request runs) make no new call: their next one raises
+        ``RuntimeError``; the workers of the calls in flight stop as those calls end.
         """
         with self._lock:
             self._closed = True
@@ -175,7 +218,9 @@ class WorkerPool:
             worker.discard()
 
     def statistics(self) -> WorkerPoolStatistics:
-        """How many workers are idle and running now."""
+        """How many workers are idle and running now, and their pids; none before the
+        block and after it.
+        """
         with self._lock:
             idle = [w.pid for w in self._idle if not w.dead]
             return WorkerPoolStatistics(len(idle), len(self._busy), frozenset([*idle, *(w.pid for w in self._busy)]))
@@ -186,8 +231,10 @@ class WorkerPool:
 
     # -- a worker source for par_map stages (see process.WorkerSource) -----------------
     async def get(self) -> procs.ProcWorker:
-        """An idle worker of the pool, or a new one while it has fewer than ``workers``;
-        else wait for one to come back."""
+        """Internal, for ``par_map`` stages (their worker source): an idle worker of the
+        pool, or a new one while it has fewer than ``workers``; else wait for one to
+        come back.
+        """
         while True:
             with self._lock:
                 if self._closed:
@@ -212,6 +259,9 @@ class WorkerPool:
         return worker
 
     def give(self, worker: procs.ProcWorker) -> None:
+        """Internal, for ``par_map`` stages (their worker source): take back a worker that
+        :meth:`get` handed out, keeping it unless it died or the pool closed.
+        """
         with self._lock:
             self._busy.discard(worker)
             freed, self._freed = self._freed, trio.Event()
@@ -223,6 +273,8 @@ class WorkerPool:
             worker.discard()
 
     def claim(self, prefix: str) -> list[procs.ProcWorker]:
+        """Internal, for ``par_map`` stages (their worker source): take out the idle
+        workers that served the stage run ``prefix``, to unmap its shared memory."""
         with self._lock:
             mine = [w for w in self._idle if prefix in w.runs]
             for w in mine:

@@ -3,7 +3,7 @@
 Per stage run it owns: a shared-memory name prefix, the progress slots (each call's
 worker writes the index of the item it starts, so that a crash or a timeout names
 the culprit), the segments that bring large arrays back (``shm.py``), and, when a
-``batch()`` follows, the batch slabs the workers write into (``_direct``). All of
+``batch()`` follows, the batch slabs the workers write into (``slabs``). All of
 it is released in :meth:`ProcessBackend.aclose`, however the run ends, without
 waiting for the garbage collector; the workers that served the run unmap its
 segments there too.

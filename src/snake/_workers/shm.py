@@ -349,7 +349,7 @@ def progress_view(path: str) -> np.ndarray[Any, np.dtype[np.int64]]:
     return view
 
 
-# -- batch slots (see _direct) ------------------------------------------------------
+# -- batch slots (see slabs) --------------------------------------------------------
 
 
 class _InSlot:

@@ -396,7 +396,23 @@ def check_stage(
     deadline is always off) on lists of up to ``max_items`` items; a broken law raises
     ``AssertionError`` naming the law, the placement and the smallest input found.
     Returns the placements checked, as ``repr`` of their streams over an empty input.
-    Runs ``trio.run`` itself: inside trio, ``await check_stage_async(...)``.
+    Runs ``trio.run`` itself: inside trio, ``await check_stage_async(...)``. docs/testing.md
+    explains the laws, the placements and how items are compared.
+
+    Raises, when called:
+
+    - ``TypeError: check_stage: items=... must be a Hypothesis strategy``;
+    - ``TypeError: check_stage: ... is annotated with Stream: for a stage (a function of
+      a Stream), pass reference= too`` (for a stage without annotations, at its first
+      item: ``... raised AttributeError: ...; 'map' is a Stream method: ...``);
+    - ``TypeError: check_stage: backends=['process'] asks for worker processes, but ...
+      cannot be pickled (...)``;
+    - ``ValueError: check_stage: ordered=False applies to a stage given with
+      reference=; ...``;
+    - ``ValueError: check_stage: max_items=0 must be >= 1``, and the ``TypeError`` and
+      ``ValueError`` of the other arguments, quoting them;
+    - ``RuntimeError`` in a trio task, naming ``check_stage_async``. asyncio code with
+      ``snake.aio`` pipelines open is not in a trio task.
     """
     if not callable(stage):
         raise TypeError(f"check_stage: stage={stage!r} is not callable")

@@ -1,4 +1,4 @@
-"""``assert_no_leaks()``: nothing a pipeline started may outlive it (DESIGN rule 1).
+"""``assert_no_leaks()``: nothing a pipeline started may outlive it (docs/concurrency.md, rule 1).
 
 A snapshot is taken when the block is entered; when it is left, whatever is new
 and still alive is a leak: Python threads (except idle threads of trio's thread
@@ -565,6 +565,8 @@ def assert_no_leaks(*, grace: float = 2.0) -> LeakCheck:
       (not from asyncio code, even while a ``snake.aio`` guest run is open).
 
     Raises ``AssertionError`` listing each leak; if the block raised, the list goes
-    into a note on that exception instead.
+    into a note on that exception instead. ``ValueError: assert_no_leaks: grace=-1 must
+    be >= 0 and finite`` and ``TypeError: assert_no_leaks: grace=... must be a number of
+    seconds`` are raised by the call.
     """
     return LeakCheck(check_grace("assert_no_leaks", grace))

@@ -399,6 +399,13 @@ def pipelines(
     Process ``par_map`` stages start 1 or 2 workers of their own or, with ``pool`` (a
     :class:`snake.WorkerPool` that is open while the pipelines run; ``backends`` must
     hold ``"process"``), all run on the pool's workers, which they share.
+
+    Raises, when called: ``TypeError: pipelines: maps=... must hold sync functions; ...
+    is async`` (and the like for ``predicates``, ``flat_maps``, ``async_maps``);
+    ``ValueError: pipelines: backends=... may only hold ('thread', 'process')``;
+    ``ValueError: pipelines: pool=... runs process par_map stages, but backends=...
+    draws none; add 'process' to backends``; and the ``TypeError`` and ``ValueError`` of
+    the other arguments, quoting them.
     """
     if items is None:
         items = st.integers()

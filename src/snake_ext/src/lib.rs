@@ -17,14 +17,15 @@ pub mod stack;
 
 use stack::{PadError, PadValue, Source, Strided};
 
-/// The n-th Fibonacci number, computed by the naive recursion
-/// ``n if n < 2 else fib(n - 1) + fib(n - 2)``: snake's CPU-bound demo kernel.
+/// The n-th Fibonacci number by the naive recursion
+/// ``n if n < 2 else fib(n - 1) + fib(n - 2)``: exponential time, on purpose. It is
+/// the CPU demo kernel of the seed example.
 ///
-/// Time O(1.62**n) (exponential on purpose), memory O(n) of stack. The GIL is released
-/// for the whole computation, so threads running it use every core.
+/// Time O(1.62**n), memory O(n) of stack. The GIL is released for the whole
+/// computation, so threads running it use every core.
 ///
-/// Raises ValueError unless 0 <= n <= 92 (fib(93) overflows int64); TypeError if n is
-/// not an int.
+/// Raises ``ValueError: fib: n=... is out of range: need 0 <= n <= 92 (fib(93)
+/// overflows int64)``; ``TypeError: fib: n must be an int, not ...``.
 #[pyfunction]
 #[pyo3(name = "fib", signature = (n))]
 fn py_fib(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -51,26 +52,36 @@ fn py_fib(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<u64> {
     Ok(py.detach(|| fib::fib(n as u64)))
 }
 
-/// Stack equally shaped arrays along a new first axis, like ``numpy.stack(arrays)``:
-/// the result has shape ``(len(arrays), *arrays[0].shape)`` and the dtype of the arrays.
+/// Stack equally shaped arrays of one dtype along a new first axis, like
+/// ``np.stack(arrays)``: the result has shape ``(len(arrays), *arrays[0].shape)`` and
+/// the dtype of ``arrays[0]`` (byte order included).
 ///
-/// ``arrays`` is a sequence (any iterable) of numpy arrays that all have the same shape
-/// and the same dtype (any dtype that holds no Python objects; object dtype raises
-/// TypeError). Arrays of any memory layout are accepted: C-contiguous ones are copied with
-/// one memcpy each, others (transposed, sliced, reversed) are gathered element run by
-/// element run, without a temporary copy.
+/// ``arrays`` is a sequence (any iterable) of NumPy arrays of any dtype that holds no
+/// Python objects. Inputs of any memory layout are accepted: a C-contiguous input is
+/// copied with one ``memcpy``, a non-contiguous one (transposed, strided, reversed,
+/// broadcast) is gathered by the kernel directly, without a temporary copy.
 ///
-/// If ``out`` is given it must be a C-contiguous, writeable array of exactly that shape and
-/// dtype, sharing no memory with the inputs; it is filled and returned, so a reused buffer
-/// avoids the page faults of a fresh allocation. Otherwise a new array is returned.
+/// ``out``, if given, must be a C-contiguous, writeable array of exactly that shape
+/// and dtype that shares no memory with the inputs; it is filled and returned, which
+/// avoids the page faults of a fresh allocation (``Stream.batch()`` passes buffers
+/// from its pool). Otherwise a new array is returned.
 ///
-/// Time O(total bytes). The arguments are checked and the output allocated with the GIL
-/// held; the copy itself runs with the GIL released. Other threads must not write to the
-/// arrays or ``out`` during the call (as for numpy's own copies).
+/// Time O(total bytes). The arguments are checked and the output allocated with the
+/// GIL held; the copy runs with the GIL released. Other threads must not write to the
+/// inputs or to ``out`` during the call (as for NumPy's own copies).
 ///
-/// Raises ValueError on an empty sequence, a shape or dtype differing from arrays[0]'s
-/// (the message names the index), or an unsuitable ``out``; TypeError on an element that
-/// is not a numpy array, or on object dtype.
+/// Raises:
+///
+/// - ``ValueError: stack: arrays is empty; need at least one array``;
+/// - ``ValueError: stack: arrays[i] has shape ... dtype ...; expected shape ... dtype
+///   ... like arrays[0]``;
+/// - ``ValueError: stack: out has shape ... dtype ...; expected ...``, ``... out must
+///   be C-contiguous``, ``... out is read-only``, ``... out shares memory with
+///   arrays[i] ...``;
+/// - ``TypeError: stack: arrays must be a sequence of numpy arrays, not ...``,
+///   ``TypeError: stack: arrays[i] is ..., not a numpy.ndarray``, ``TypeError: stack:
+///   out must be a numpy.ndarray, not ...``;
+/// - ``TypeError: stack: arrays[0] has dtype ..., which holds Python objects ...``.
 #[pyfunction]
 #[pyo3(name = "stack", signature = (arrays, out = None))]
 fn py_stack<'py>(
@@ -116,27 +127,33 @@ fn py_stack<'py>(
     Ok(out)
 }
 
-/// Stack variable-length arrays into one padded batch. The arrays share their dtype and
-/// every axis but the first (their length): item i of shape ``(n_i, *rest)`` is written to
-/// ``batch[i, :n_i]`` and ``batch[i, n_i:]`` is filled with ``pad_value``. The batch has
-/// shape ``(len(arrays), L, *rest)`` where L is ``pad_to`` if given, else the longest
-/// length. Returns ``(batch, lengths)``, lengths being the int64 array of the n_i.
+/// Stack variable-length arrays into one padded batch: ``(batch, lengths)``.
 ///
-/// ``pad_value`` is a bool, int, float or complex, cast to the dtype: integer and bool
-/// dtypes need a value they hold exactly (else ValueError); float and complex dtypes round
-/// it as numpy does. Padding supports bool, int8-int64, uint8-uint64, float16/32/64 and
-/// complex64/128 (other dtypes raise TypeError). Arrays of any memory layout are accepted,
-/// as in ``stack``. ``out``, if given, must be a C-contiguous, writeable array of shape
-/// ``(len(arrays), L, *rest)`` and the arrays' dtype, sharing no memory with them; it is
-/// filled and returned.
+/// The arrays share their dtype and every axis but the first (their length): item i
+/// of shape ``(n_i, *rest)`` is written to ``batch[i, :n_i]`` and ``pad_value`` fills
+/// the rest. The batch has shape ``(len(arrays), L, *rest)``, ``L`` being ``pad_to``
+/// if given, else the longest ``n_i``; ``lengths`` is the ``int64`` array of the
+/// ``n_i``.
 ///
-/// Time O(batch bytes). Checks and allocation hold the GIL; the copy and the padding run
-/// with the GIL released. Other threads must not write to the arrays or ``out`` meanwhile.
+/// ``pad_value`` is a ``bool``, ``int``, ``float`` or ``complex``, cast to the dtype:
+/// integer and bool dtypes need a value they hold exactly, float and complex dtypes
+/// round it as NumPy does. Pads bool, int8-int64, uint8-uint64, float16/32/64 and
+/// complex64/128. Layouts and ``out`` as for ``stack``: ``out``, if given, must be a
+/// C-contiguous, writeable array of shape ``(len(arrays), L, *rest)`` and the arrays'
+/// dtype, sharing no memory with them; it is filled and returned.
 ///
-/// Raises ValueError on an empty sequence, a 0-dimensional array, a dtype or trailing
-/// shape differing from arrays[0]'s (the message names the index), ``pad_to`` below the
-/// longest length, a pad value the dtype cannot hold, or an unsuitable ``out``; TypeError on
-/// an element that is not a numpy array, object dtype or an unsupported pad dtype.
+/// Time O(batch bytes). Checks and allocation hold the GIL; the copy and the padding
+/// run with the GIL released. Other threads must not write to the arrays or ``out``
+/// meanwhile.
+///
+/// Raises the errors of ``stack`` (with ``pad_stack:``), and:
+///
+/// - ``ValueError: pad_stack: arrays[i] is 0-dimensional ...``;
+/// - ``ValueError: pad_stack: pad_to=... is less than the longest length ...``;
+/// - ``ValueError: pad_stack: pad_value=... does not fit dtype ...`` (or ``cannot be
+///   represented exactly``);
+/// - ``TypeError: pad_stack: pad_value must be a bool, int, float or complex, not ...``;
+/// - ``TypeError: pad_stack: cannot pad dtype ...``.
 #[pyfunction]
 #[pyo3(
     name = "pad_stack",
