@@ -117,7 +117,7 @@ class Pending(Resumable):
         if r != int(entry["at"]):
             raise AssertionError(f"snake: {entry['stage']} has not started, yet its output {r} is asked for")
         state = {k: v for k, v in entry.items() if k not in self._OWN}
-        return Cut(int(entry["resume"]), state, tuple(int(p) for p in entry.get("held", ())))
+        return Cut(int(entry["resume"]), state, tuple(map(int, entry.get("held", ()))))
 
     def refill_state(self, outs: list[int], ins: list[int]) -> Any:
         refill = self.entry.get("refill")

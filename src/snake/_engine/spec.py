@@ -178,7 +178,7 @@ class HoldingOp(Op):
 
     def restore(self, entry: dict[str, Any]) -> None:
         super().restore(entry)
-        held = [int(p) for p in entry.get("held", ())]
+        held = list(map(int, entry.get("held", ())))
         if not held:
             return
         self.take_back(held)
@@ -201,9 +201,14 @@ class HoldingOp(Op):
     def put_back(self, rank: int, item: Any) -> None:
         """Put back the held item whose number is the ``rank``-th smallest."""
 
-    def refill(self, items: Chunk) -> Chunk:
-        for k, x in enumerate(items, self.taken):
+    def put_back_many(self, rank: int, items: Chunk) -> None:
+        """Put back ``items``, the held items whose numbers are the ``rank``-th smallest
+        and the ones after it."""
+        for k, x in enumerate(items, rank):
             self.put_back(k, x)
+
+    def refill(self, items: Chunk) -> Chunk:
+        self.put_back_many(self.taken, items)
         self.taken += len(items)
         return []
 

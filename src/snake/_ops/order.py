@@ -131,10 +131,15 @@ class _ShuffleOp(HoldingOp):
     def take_back(self, held: list[int]) -> None:
         self.snap = list(held)
         self.buf = [None] * len(held)
-        self.order = sorted(range(len(held)), key=held.__getitem__)
+        self.order = np.argsort(np.fromiter(held, np.int64, len(held))).tolist()  # numbers are distinct
 
     def put_back(self, rank: int, item: Any) -> None:
         self.buf[self.order[rank]] = item
+
+    def put_back_many(self, rank: int, items: Chunk) -> None:
+        buf = self.buf
+        for j, x in zip(self.order[rank : rank + len(items)], items):
+            buf[j] = x
 
 
 @attrs.frozen

@@ -80,10 +80,10 @@ class FromIterable(SourceSpec):
         """(the items from the checkpoint on, the items that come again first)."""
         self.check_resumable()
         u = int(entry["resume"])
-        wanted = [int(p) for p in entry.get("refill", ())]
+        wanted = list(map(int, entry.get("refill", ())))
         src = self._open()
         if isinstance(src, Sequence):
-            again = [src[p] for p in wanted]
+            again = list(map(src.__getitem__, wanted))
             if isinstance(src, range):
                 return iter(src[u:]), again
             return map(src.__getitem__, range(u, len(src))), again
