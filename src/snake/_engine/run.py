@@ -154,11 +154,23 @@ class Items(ChunkReader[T], trio.abc.ReceiveChannel[T]):
         with ``stream.open(state_dict=...)`` (also ``open_sync``, ``snake.aio.open``).
 
         A plain ``dict`` of ints, strings and lists (``json`` and ``torch.save`` keep
-        it as it is), whose size does not grow with the position. It can be taken
-        between any two items. Resuming gives exactly the items an uninterrupted run
-        would have given after that point: in the same order for an ordered pipeline;
-        for one with ``ordered=False`` stages, the items that complete it. See
-        docs/tutorial.md, "Checkpoints".
+        it as it is) with a ``"format"`` version. Its size does not grow with the
+        position in the epoch; it grows with what the stages hold: a ``shuffle(n)``
+        names its ``n`` buffered items by position (about 16 bytes of JSON each, so
+        160 kB for ``shuffle(10_000)``). It can be taken between any two items, also
+        before the first and after the last.
+
+        Resuming gives exactly the items an uninterrupted run would have given after
+        that point: in the same order for an ordered pipeline; for one with
+        ``ordered=False`` stages, the items that complete its multiset. Items that
+        were in flight in ``par_map``/``par_then`` at the checkpoint run again, and a
+        ``shuffle``'s buffered items are made again through the stages before it
+        (:doc:`/tutorial`, Checkpoints, says what that costs).
+
+        Raises ``ValueError`` for a pipeline whose ``ordered=False`` stage comes before
+        a stage that must pick held items out of its input again (a ``shuffle`` after a
+        ``flat_map``): their order is not reproducible. Put the unordered stage after
+        it, or make it ordered.
         """
         return resume.state_dict(self._ctx, self._delivered())
 

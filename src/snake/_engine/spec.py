@@ -178,7 +178,7 @@ class HoldingOp(Op):
 
     def restore(self, entry: dict[str, Any]) -> None:
         super().restore(entry)
-        held = list(map(int, entry.get("held", ())))
+        held = list(entry.get("held", ()))  # ints from the checkpoint (see take_back)
         if not held:
             return
         self.take_back(held)

@@ -129,9 +129,12 @@ class _ShuffleOp(HoldingOp):
         super().restore(entry)
 
     def take_back(self, held: list[int]) -> None:
-        self.snap = list(held)
+        numbers = np.asarray(held)
+        if numbers.dtype.kind not in "iu" or numbers.ndim != 1:
+            raise ValueError(f"state_dict: the entry of {self.label} has held={held[:5]!r}..., not item numbers")
+        self.snap = held
         self.buf = [None] * len(held)
-        self.order = np.argsort(np.fromiter(held, np.int64, len(held))).tolist()  # numbers are distinct
+        self.order = np.argsort(numbers).tolist()  # the numbers are distinct
 
     def put_back(self, rank: int, item: Any) -> None:
         self.buf[self.order[rank]] = item

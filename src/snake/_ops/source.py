@@ -80,13 +80,12 @@ class FromIterable(SourceSpec):
         """(the items from the checkpoint on, the items that come again first)."""
         self.check_resumable()
         u = int(entry["resume"])
-        wanted = list(map(int, entry.get("refill", ())))
+        wanted = entry.get("refill", ())  # ascending item numbers, from the checkpoint
         src = self._open()
+        if isinstance(src, range) and src == range(len(src)) and (not wanted or 0 <= wanted[0] <= wanted[-1] < len(src)):
+            return iter(src[u:]), list(wanted)  # range(n): the items are their numbers
         if isinstance(src, Sequence):
-            again = list(map(src.__getitem__, wanted))
-            if isinstance(src, range):
-                return iter(src[u:]), again
-            return map(src.__getitem__, range(u, len(src))), again
+            return map(src.__getitem__, range(u, len(src))), list(map(src.__getitem__, wanted))
         it = iter(src)
         again = []
         todo = iter(wanted)
