@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .. import _ext
 from .._engine.util import describe_callable, is_async_callable
+from .._ext import pad_stack as _pad_stack
+from .._ext import stack as _stack
 from .reuse import CAN_REUSE, is_free
 
 Array = npt.NDArray[Any]
@@ -179,7 +180,7 @@ class Collator:
             if pool is not None:
                 out = pool.empty((len(items), *first.shape), dtype)
         try:
-            return _ext.stack(items, out)
+            return _stack(items, out)
         except (ValueError, TypeError):
             self.fail(path, _first_unlike(items, lambda a: a.shape == first.shape and a.dtype == dtype))
             raise
@@ -300,7 +301,7 @@ class PadCollator(Collator):
                 if pool is not None:
                     out = pool.empty((len(arrays), pad_to, *first.shape[1:]), dtype)
         try:
-            return _ext.pad_stack(arrays, self.pad_value, out, pad_to)
+            return _pad_stack(arrays, self.pad_value, out, pad_to)
         except (ValueError, TypeError):
             rest = first.shape[1:]
             self.fail(

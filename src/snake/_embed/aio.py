@@ -34,7 +34,7 @@ import attrs
 import outcome
 import trio
 
-from .._engine import resume, tasks
+from .._engine import checkpoint, tasks
 from .._engine.handle import ChunkReader
 from .._engine.run import Items, open_pipeline, stage_labels
 from .._engine.stats import PipelineStatistics
@@ -483,9 +483,9 @@ class AsyncioItems(ChunkReader[T], AsyncIterator[T]):
         pipe = self._pipe
         items = pipe.items
         if items is None:  # not started yet: where it starts
-            return pipe.state if pipe.state is not None else resume.start_state(stage_labels(pipe.specs))
+            return pipe.state if pipe.state is not None else checkpoint.start_state(stage_labels(pipe.specs))
         # trio runs its guest ticks on this thread: the stages do not change meanwhile.
-        return resume.state_dict(items._ctx, self._pipe.delivered())
+        return checkpoint.state_dict(items._ctx, self._pipe.delivered())
 
     def statistics(self) -> PipelineStatistics:
         """The per-stage counters of this run so far (see :meth:`snake.Items.statistics`);

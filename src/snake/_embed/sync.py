@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, final
 import attrs
 import trio
 
-from .._engine import resume
+from .._engine import checkpoint
 from .._engine.run import Items, open_pipeline
 from .._engine.spec import Spec
 from .._engine.stats import PipelineStatistics
@@ -159,10 +159,10 @@ class _Bridge:
         if self._thread.is_alive() and token is not None:
             try:
                 # In the trio thread, where the stages change: between two of their steps.
-                return trio.from_thread.run_sync(resume.state_dict, ctx, n, trio_token=token)
+                return trio.from_thread.run_sync(checkpoint.state_dict, ctx, n, trio_token=token)
             except trio.RunFinishedError:
                 pass
-        return resume.state_dict(ctx, n)
+        return checkpoint.state_dict(ctx, n)
 
     def statistics(self) -> PipelineStatistics:
         if self._items is None:

@@ -17,7 +17,8 @@ import trio
 from .chan import END, Chunk
 
 if TYPE_CHECKING:
-    from .run import Context, Items
+    from .context import Context
+    from .run import Items
     from .spec import Fused
 
 

@@ -12,8 +12,8 @@ from .util import CHUNK_CAP
 
 if TYPE_CHECKING:
     from .chan import Inbox
+    from .context import Context
     from .errors import ErrorBudget
-    from .run import Context
 
 Chunk = list[Any]
 

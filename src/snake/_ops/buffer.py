@@ -14,7 +14,7 @@ from .._engine.spec import Fused, TaskSpec
 from .._engine.util import spawn
 
 if TYPE_CHECKING:
-    from .._engine.run import Context
+    from .._engine.context import Context
 
 
 @attrs.frozen

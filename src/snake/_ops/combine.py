@@ -20,14 +20,15 @@ import attrs
 import numpy as np
 import trio
 
-from .._engine import resume
+from .._engine import checkpoint
 from .._engine.epoch import EPOCH, epoch_generator
 from .._engine.resume import Cut, Resumable
 from .._engine.sink import Sink
 from .._engine.spec import Chunk, Fused, SourceSpec, Spec, chain_repr, known_length
 
 if TYPE_CHECKING:
-    from .._engine.run import Context, Items
+    from .._engine.context import Context
+    from .._engine.run import Items
 
 Specs = tuple[Spec, ...]
 
@@ -80,12 +81,12 @@ class _InTurn(Resumable):
         if child is None:
             return Cut(r, dict(self.resumed))
         index, first, ctx = child
-        return Cut(r, {self.key: index, "child": resume.state_dict(ctx, r - first)})
+        return Cut(r, {self.key: index, "child": checkpoint.state_dict(ctx, r - first)})
 
     def prune(self, r: int) -> None:
         child = self._at(r)
         if child is not None:
-            resume.prune(child[2], r - child[1])
+            checkpoint.prune(child[2], r - child[1])
             self.children = [c for c in self.children if c[0] >= child[0]]
 
 
@@ -168,11 +169,11 @@ class _Together(Resumable):
         self.ctxs: list[Context] = []
 
     def cut(self, r: int) -> Cut:
-        return Cut(r, {"children": [resume.state_dict(ctx, r) for ctx in self.ctxs]} if self.ctxs else {})
+        return Cut(r, {"children": [checkpoint.state_dict(ctx, r) for ctx in self.ctxs]} if self.ctxs else {})
 
     def prune(self, r: int) -> None:
         for ctx in self.ctxs:
-            resume.prune(ctx, r)
+            checkpoint.prune(ctx, r)
 
 
 class _Mixing(Resumable):
@@ -231,7 +232,7 @@ class _Mixing(Resumable):
         draws, counts, active = self._at(r)
         state: dict[str, Any] = {"rng": self.init, "draws": draws, "active": active}
         if self.ctxs:
-            state["children"] = [resume.state_dict(ctx, n) for ctx, n in zip(self.ctxs, counts, strict=True)]
+            state["children"] = [checkpoint.state_dict(ctx, n) for ctx, n in zip(self.ctxs, counts, strict=True)]
         return Cut(r, state)
 
     def prune(self, r: int) -> None:
@@ -242,7 +243,7 @@ class _Mixing(Resumable):
             self.base_counts[i] += 1
         self.base_draws = self.draw_of[k - 1] + 1
         for ctx, n in zip(self.ctxs, self.base_counts, strict=False):
-            resume.prune(ctx, n)
+            checkpoint.prune(ctx, n)
         del self.from_[:k], self.draw_of[:k]
         self.first = r
 

@@ -23,7 +23,7 @@ from .._engine.spec import Chunk, Fused, SourceSpec
 from .._engine.util import CHUNK_CAP, add_note, spawn
 
 if TYPE_CHECKING:
-    from .._engine.run import Context
+    from .._engine.context import Context
 
 
 def resolve_paths(method: str, paths: object) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ from .._workers.backend import Failure, Lost, Running
 from .._workers.pool import WorkerPool, WorkerType, resolve_worker_type
 
 if TYPE_CHECKING:
-    from .._engine.run import Context
+    from .._engine.context import Context
 
 Backend = Literal["process", "thread"]
 

@@ -19,7 +19,7 @@ from .._engine.spec import Fused, SourceSpec
 from .._engine.util import CHUNK_CAP, add_note, describe_callable, describe_iterable, spawn
 
 if TYPE_CHECKING:
-    from .._engine.run import Context
+    from .._engine.context import Context
 
 #: A sync source grows its chunks while producing one takes less than this...
 _FAST_CHUNK_S = 0.0005
