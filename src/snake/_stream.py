@@ -7,7 +7,7 @@ Every method validates its arguments where the user calls it and returns a new
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 
@@ -41,13 +41,16 @@ from ._ops.source import FromAsyncIterable, FromIterable
 from ._plan import plan
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._workers.procs import preload as preload_in_workers
+from ._workers.ray import check_options as check_ray_options
+from ._workers.ray import check_picklable as check_ray_picklable
+from ._workers.ray import need_ray
 
 T = TypeVar("T")
 U = TypeVar("U")
 
 _ERROR_STAGES = (Map, Filter, FlatMap, ParThen, ParMap)
 
-_BACKENDS = ("process", "thread")
+_BACKENDS = ("process", "thread", "ray")
 _ON_ERROR_MODES = ("raise", "skip")
 
 
@@ -66,6 +69,15 @@ def _check_par_map_backend(
             f'par_map: retries={retries!r}, timeout={timeout!r} and pool need backend="process" '
             "(a thread cannot crash alone or be stopped)"
         )
+    if pool is not None and pool.backend != ("ray" if backend == "ray" else "process"):
+        raise ValueError(
+            f"par_map: backend={backend!r} does not match pool={pool!r}; "
+            f"write par_map(fn, backend={pool.backend!r}, pool=pool)"
+        )
+    if backend == "ray":
+        check_ray_picklable("par_map", fn)
+        if worker_type != "auto":
+            raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
     if pool is not None:
         if workers > pool.workers:
             raise ValueError(f"par_map: workers={workers!r} is more than the pool's {pool.workers}")
@@ -272,6 +284,7 @@ class Stream(Generic[T]):
         timeout: float | None = None,
         pool: WorkerPool | None = None,
         stall_timeout: float | None = 60.0,
+        ray_options: Mapping[str, Any] | None = None,
     ) -> Stream[U]:
         """Run a sync ``fn`` on every item in parallel: for CPU work.
 
@@ -314,6 +327,14 @@ class Stream(Generic[T]):
         with the Python stack of every busy worker; it repeats every
         ``stall_timeout`` seconds while the stage stays stuck (``None``: never).
         ``statistics()`` counts these as ``stalls``.
+
+        ``backend="ray"`` runs ``fn`` on ``workers`` Ray actors, on the cluster this
+        process has initialised (``ray.init()``, or ``RAY_ADDRESS``), else on a local
+        one that snake starts. Ordering, ``retries``, ``timeout``, ``on_error``,
+        ``pool`` (a ``WorkerPool(backend="ray")``) and statistics work as with
+        processes. ``ray_options`` go to each actor (``num_cpus``, ``num_gpus``,
+        ``resources``, ``runtime_env``, ...; one CPU by default). Needs Ray: ``pip
+        install 'snake[ray]'``. See the "Scaling out" page of the docs.
         """
         check_callable("par_map", fn, want_async=False)
         if pool is not None and not isinstance(pool, WorkerPool):
@@ -328,7 +349,15 @@ class Stream(Generic[T]):
         retries = check_int("par_map", "retries", retries, minimum=0)
         timeout = _check_timeout("par_map", timeout)
         stall_timeout = _check_timeout("par_map", stall_timeout, name="stall_timeout")
+        if backend == "ray":
+            need_ray("par_map")
         _check_par_map_backend(fn, workers, backend, worker_type, retries, timeout, pool)
+        if ray_options is not None:
+            if backend != "ray":
+                raise ValueError(f'par_map: ray_options={ray_options!r} only applies to backend="ray"')
+            if pool is not None:
+                raise ValueError("par_map: ray_options are set by the pool; leave them out with pool=")
+            ray_options = check_ray_options("par_map", ray_options)
         return self._then(
             ParMap(
                 fn,
@@ -340,6 +369,7 @@ class Stream(Generic[T]):
                 timeout,
                 pool,
                 stall_timeout=stall_timeout,
+                ray_options=ray_options,
             )
         )
 
