@@ -215,6 +215,19 @@ def test_a_stall_warning_names_the_item_and_shows_the_actor_stack(caplog: pytest
     assert "Ray actor " in text and "in sleep_then_return" in text
 
 
+async def test_actors_ray_cannot_place_make_a_stall_warning(caplog: pytest.LogCaptureFixture, no_leaks: None) -> None:
+    stream = snake.from_iterable(range(3)).par_map(
+        ray_funcs.square, workers=1, backend="ray", ray_options={"resources": {"no_such_resource": 1}}, stall_timeout=0.5
+    )
+    with caplog.at_level(logging.WARNING, logger="snake"), trio.move_on_after(2) as scope:
+        await stream.collect()
+    assert scope.cancelled_caught
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "snake")
+    assert "item index 0 has been running for" in text
+    assert "(waiting for a Ray actor; 1 not yet placed by Ray: do the cluster's free resources cover ray_options?)" in text
+    assert await trio.to_thread.run_sync(wait_until_no_snake_actor) < 5  # the waiting actor is gone too
+
+
 def test_an_unpicklable_result_names_the_items(no_leaks: None) -> None:
     with pytest.raises(Exception) as info:
         snake.from_iterable(range(3)).par_map(ray_funcs.unpicklable, workers=1, backend="ray").to_list()
@@ -311,6 +324,28 @@ def test_ctrl_c_on_a_cluster_snake_started_releases_the_actors(tmp_path: Any) ->
         proc.wait()
     assert "interrupted; no snake actor left" in out
     assert proc.returncode == 3
+
+
+RAY_ADDRESS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import ray, ray_funcs, snake
+
+    out = snake.from_iterable(range(4)).par_map(ray_funcs.where, workers=2, backend="ray").to_list()
+    print([x for x, _, _ in out], ray.get_runtime_context().gcs_address)
+    """
+)
+
+
+def test_with_ray_address_set_snake_joins_that_cluster(no_leaks: None) -> None:
+    here = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_ADDRESS": here}
+    code = RAY_ADDRESS_SCRIPT.format(tests=str(TESTS))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == f"[0, 1, 2, 3] {here}"
+    wait_until_no_snake_actor()
 
 
 # -- a pool of actors ---------------------------------------------------------------------
