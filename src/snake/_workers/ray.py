@@ -410,6 +410,11 @@ class Actors:
             pids = {a.pid for a in (*self._idle, *self._busy) if a.pid is not None}
             return len(self._idle), len(self._busy), frozenset(pids)
 
+    def starting(self) -> int:
+        """Actors asked of Ray and not started yet (Ray may not have placed them)."""
+        with self._lock:
+            return len(self._starting)
+
     def idle_pids(self) -> set[int]:
         with self._lock:
             return {a.pid for a in self._idle if a.pid is not None and not a.dead}
@@ -556,7 +561,7 @@ class RayBackend(Backend):
     async def stack(self, running: Running) -> str:
         state = running.worker
         if not isinstance(state, _Call):
-            starting = len(self.actors._starting)
+            starting = self.actors.starting()
             return (
                 f"(waiting for a Ray actor; {starting} not yet placed by Ray: do the cluster's free "
                 "resources cover ray_options?)"
