@@ -16,7 +16,7 @@ Reported: each wall time, Ray over processes, and the per-item overhead
 expected to be slower on one machine (see the summary it prints); the floors say
 how much slower it may be.
 
-    python bench/ray.py            # floors: seed <= 1.5 x processes; arrays >= 0.5 GB/s
+    python bench/ray.py            # floors: seed <= 2 x processes; arrays >= 0.5 GB/s
     python bench/ray.py --quick    # 40 seed items of fib(20), 64 arrays, 2,000 trivial items
 """
 
@@ -194,7 +194,7 @@ def main() -> int:
         f"Ray over processes: seed {seed_ratio:.2f} x the wall time, arrays {gbs['ray'] / gbs['process']:.2f} x "
         f"the GB/s, trivial items {per_item['ray'] / per_item['process']:.2f} x the time per item"
     )
-    check("seed wall, ray / process", seed_ratio, "<= 1.5", seed_ratio <= 1.5)
+    check("seed wall, ray / process", seed_ratio, "<= 2", seed_ratio <= 2)
     check("arrays GB/s on ray", gbs["ray"], ">= 0.5", gbs["ray"] >= 0.5)
     write(
         "ray",
