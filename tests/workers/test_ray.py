@@ -70,10 +70,10 @@ def ray_session() -> Iterator[None]:
 
 @pytest.mark.parametrize("ordered", [True, False])
 def test_every_item_once_in_order_on_both_actors(ordered: bool, no_leaks: None) -> None:
-    stream = snake.from_iterable(range(40)).par_map(ray_funcs.where, workers=2, backend="ray", ordered=ordered)
+    stream = snake.from_iterable(range(60)).par_map(ray_funcs.where, workers=2, backend="ray", ordered=ordered)
     out = stream.to_list()
     items = [x for x, _, _ in out]
-    assert items == list(range(40)) if ordered else sorted(items) == list(range(40))
+    assert items == list(range(60)) if ordered else sorted(items) == list(range(60))
     assert len({pid for _, pid, _ in out}) == 2
     assert os.getpid() not in {pid for _, pid, _ in out}
     wait_until_no_snake_actor()
@@ -353,7 +353,7 @@ def test_with_ray_address_set_snake_joins_that_cluster(no_leaks: None) -> None:
 def test_a_ray_pool_keeps_its_actors_across_runs_and_epochs(no_leaks: None) -> None:
     with snake.WorkerPool(2, backend="ray") as pool:
         assert repr(pool) == "WorkerPool(workers=2, backend='ray') <open>"
-        stream = snake.from_iterable(range(20)).par_map(ray_funcs.where, backend="ray", pool=pool)
+        stream = snake.from_iterable(range(40)).par_map(ray_funcs.where, backend="ray", pool=pool)
         first = {pid for _, pid, _ in stream.to_list()}
         again = {pid for _, pid, _ in stream.repeat(2).to_list()}
         assert len(first) == 2 and again == first
