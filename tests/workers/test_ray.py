@@ -228,6 +228,28 @@ async def test_actors_ray_cannot_place_make_a_stall_warning(caplog: pytest.LogCa
     assert await trio.to_thread.run_sync(wait_until_no_snake_actor) < 5  # the waiting actor is gone too
 
 
+def test_a_function_the_actors_cannot_import_is_a_clear_error(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, no_leaks: None
+) -> None:
+    """A function of a module that only this process can import (Ray pickles it by
+    reference): its own ImportError, with a note saying what to do, once."""
+    (tmp_path / "snake_only_here.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "snake_only_here", raising=False)
+    import snake_only_here  # type: ignore[import-not-found]
+
+    with pytest.raises(ModuleNotFoundError, match="snake_only_here") as info:
+        snake.from_iterable(range(3)).par_map(snake_only_here.double, workers=1, backend="ray").to_list()
+    notes = info.value.__notes__
+    assert notes[-1].startswith(
+        "snake: stage #1 par_map(double, workers=1, backend='ray'): a Ray actor could not load the function"
+    )
+    assert notes[-1].endswith("must be importable on every node (see runtime_env)")
+    assert sum("could not load the function" in n for n in notes) == 1
+    assert "snake: traceback in the worker process:" in notes[0]
+    wait_until_no_snake_actor()
+
+
 def test_an_unpicklable_result_names_the_items(no_leaks: None) -> None:
     with pytest.raises(Exception) as info:
         snake.from_iterable(range(3)).par_map(ray_funcs.unpicklable, workers=1, backend="ray").to_list()

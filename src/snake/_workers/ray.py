@@ -184,11 +184,12 @@ class SnakeWorker:
             try:
                 fn = cloudpickle.loads(blob)
             except Exception as exc:
-                exc.add_note(
+                err = portable(exc)  # the traceback first, so that it does not repeat the note
+                err.add_note(
                     f"snake: stage {label}: a Ray actor could not load the function (pid {os.getpid()}); "
                     "the modules it refers to must be importable on every node (see runtime_env)"
                 )
-                return False, portable(exc), []
+                return False, err, []
             self.fns[key] = fn
             while len(self.fns) > _KEEP_FNS:
                 self.fns.popitem(last=False)
