@@ -49,15 +49,19 @@ class DemoResult:
     sequential_s: float
 
 
-async def start_ray() -> str:
-    """Connect to Ray, or start a local cluster, before the demo is timed: what it did."""
+def start_ray() -> str:
+    """Connect to Ray, or start a local cluster, before the demo is timed: what it did.
+
+    On the main thread, unlike a stage (which starts Ray in a thread so that its trio
+    run goes on): only there does Ray install its SIGTERM handler (and say so on
+    stderr when it cannot)."""
     import ray
 
-    from .._workers.ray import ensure_ray
+    from .._workers.ray import init_ray
 
     started = not ray.is_initialized()
     t0 = time.perf_counter()
-    await ensure_ray()
+    init_ray()
     cpus = ray.cluster_resources().get("CPU", 0)
     how = f"started a local cluster in {time.perf_counter() - t0:.1f} s" if started else "connected"
     return f"{how}, {cpus:g} CPUs (not in the pipeline's time)"

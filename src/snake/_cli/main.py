@@ -30,7 +30,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
     print(f"snake demo: {stream!r}")
     if args.backend == "ray":
-        print(f"ray:          {trio.run(start_ray)}")
+        print(f"ray:          {start_ray()}")
     result = trio.run(lambda: run_demo(args.items, workers=args.workers, backend=args.backend))
     print(f"items:        {result.items}")
     print(f"checksum:     {result.checksum}")

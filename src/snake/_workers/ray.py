@@ -229,7 +229,8 @@ def _actor_class() -> Any:
 _init_lock = threading.Lock()
 
 
-def _init() -> None:
+def init_ray() -> None:
+    """``ray.init()`` unless this process has initialised Ray already (blocks: seconds)."""
     import ray
 
     with _init_lock:
@@ -243,7 +244,7 @@ async def ensure_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        await trio.to_thread.run_sync(_init)
+        await trio.to_thread.run_sync(init_ray)
 
 
 async def wait_ref(ref: Any) -> Any:
