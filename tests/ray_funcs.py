@@ -147,6 +147,15 @@ def env_var(x: int) -> str | None:
     return os.environ.get("SNAKE_RAY_TEST")
 
 
+def granted(x: int) -> tuple[str | None, dict[str, float], list[Any]]:
+    """What Ray gave the actor running the item: an environment variable of its
+    runtime_env, its resources, and its GPU ids."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return os.environ.get("SNAKE_RAY_TEST"), context.get_assigned_resources(), ray.get_gpu_ids()
+
+
 def shard_rank(rank: int, world_size: int) -> list[int]:
     """What one training rank sees: the stream every rank builds, sharded by rank."""
     import snake

@@ -51,7 +51,10 @@ def ray_session() -> Iterator[None]:
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), old) if p)
     try:
-        ray.init(num_cpus=4, log_to_driver=False, logging_level=logging.WARNING)
+        # A GPU (Ray's own accounting: no device needed) and a custom resource, for ray_options.
+        ray.init(
+            num_cpus=4, num_gpus=1, resources={"decoder": 2}, log_to_driver=False, logging_level=logging.WARNING
+        )
     finally:
         if old is None:
             del os.environ["PYTHONPATH"]
@@ -132,10 +135,18 @@ def test_the_function_is_set_up_once_per_actor(no_leaks: None) -> None:
 
 
 def test_ray_options_reach_the_actors(no_leaks: None) -> None:
-    opts = {"num_cpus": 0.5, "runtime_env": {"env_vars": {"SNAKE_RAY_TEST": "yes"}}}
-    stream = snake.from_iterable(range(4)).par_map(ray_funcs.env_var, workers=2, backend="ray", ray_options=opts)
-    assert "ray_options={'num_cpus': 0.5, " in repr(stream)
-    assert stream.to_list() == ["yes"] * 4
+    opts = {
+        "num_cpus": 0.5,
+        "num_gpus": 0.5,
+        "resources": {"decoder": 1},
+        "runtime_env": {"env_vars": {"SNAKE_RAY_TEST": "yes"}},
+    }
+    stream = snake.from_iterable(range(4)).par_map(ray_funcs.granted, workers=2, backend="ray", ray_options=opts)
+    assert "ray_options={'num_cpus': 0.5, 'num_gpus': 0.5, 'resources': {'decoder': 1}, " in repr(stream)
+    for env, resources, gpus in stream.to_list():
+        assert env == "yes"
+        assert resources == {"CPU": 0.5, "GPU": 0.5, "decoder": 1.0}
+        assert len(gpus) == 1
 
 
 # -- errors -------------------------------------------------------------------------------
