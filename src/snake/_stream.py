@@ -7,7 +7,7 @@ Every method validates its arguments where the user calls it and returns a new
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 
@@ -42,13 +42,16 @@ from ._ops.source import FromAsyncIterable, FromIterable
 from ._plan import Plan, plan
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._workers.procs import preload as preload_in_workers
+from ._workers.ray import check_options as check_ray_options
+from ._workers.ray import check_picklable as check_ray_picklable
+from ._workers.ray import need_ray
 
 T = TypeVar("T")
 U = TypeVar("U")
 
 _ERROR_STAGES = (Map, Filter, FlatMap, ParThen, ParMap)
 
-_BACKENDS = ("process", "thread")
+_BACKENDS = ("process", "thread", "ray")
 _ON_ERROR_MODES = ("raise", "skip")
 
 
@@ -67,6 +70,15 @@ def _check_par_map_backend(
             f'par_map: retries={retries!r}, timeout={timeout!r} and pool need backend="process" '
             "(a thread cannot crash alone or be stopped)"
         )
+    if pool is not None and pool.backend != ("ray" if backend == "ray" else "process"):
+        raise ValueError(
+            f"par_map: backend={backend!r} does not match pool={pool!r}; "
+            f"write par_map(fn, backend={pool.backend!r}, pool=pool)"
+        )
+    if backend == "ray":
+        check_ray_picklable("par_map", fn)
+        if worker_type != "auto":
+            raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
     if pool is not None:
         if workers > pool.workers:
             raise ValueError(f"par_map: workers={workers!r} is more than the pool's {pool.workers}")
@@ -458,6 +470,7 @@ class Stream(Generic[T]):
         timeout: float | None = None,
         pool: WorkerPool | None = None,
         stall_timeout: float | None = 60.0,
+        ray_options: Mapping[str, Any] | None = None,
     ) -> Stream[U]:
         """Run a sync ``fn`` on every item, in parallel: for CPU work.
 
@@ -583,6 +596,16 @@ class Stream(Generic[T]):
         with ``gc.disable()``); an array you still hold keeps its own mapping until you
         drop it. See :doc:`/concurrency` (Shared memory for arrays).
 
+        **On a Ray cluster.** ``backend="ray"`` runs ``fn`` on ``workers`` Ray actors,
+        on the cluster this process has initialised (``ray.init()``, or
+        ``RAY_ADDRESS``), else on a local one that snake starts. Ordering, ``retries``
+        (on a fresh actor), ``timeout``, ``on_error``, ``stall_timeout``, ``pool`` (a
+        ``WorkerPool(backend="ray")``) and statistics work as with processes.
+        ``ray_options`` go to each actor (``num_cpus``, ``num_gpus``, ``resources``,
+        ``runtime_env``, ...; one CPU by default). Needs Ray: ``pip install
+        'snake[ray]'``, else ``ImportError`` at the call. :doc:`/scaling` says what
+        crosses Ray's object store and how failures behave.
+
         **Errors at run time.**
 
         - An exception raised by ``fn`` comes out unchanged, with the note ``snake:
@@ -607,7 +630,11 @@ class Stream(Generic[T]):
         - ``TypeError: par_map: pool=... must be a snake.WorkerPool``;
         - ``TypeError: par_map: workers=... must be an int``;
         - ``ValueError: par_map: workers=... must be >= 1``;
-        - ``ValueError: par_map: backend=... must be one of ('process', 'thread')``;
+        - ``ValueError: par_map: backend=... must be one of ('process', 'thread', 'ray')``;
+        - with ``backend="ray"`` and Ray not installed: ``ImportError`` saying ``pip
+          install 'snake[ray]'``; ``ValueError: par_map: ray_options=... only applies to
+          backend="ray"``, and with ``pool=``, ``ValueError: par_map: ray_options are set
+          by the pool; leave them out with pool=``;
         - ``TypeError: par_map: ordered=... must be a bool``;
         - ``ValueError: par_map: worker_type=... must be one of ('auto', 'forkserver',
           'spawn', 'fork')``;
@@ -649,7 +676,15 @@ class Stream(Generic[T]):
         retries = check_int("par_map", "retries", retries, minimum=0)
         timeout = _check_timeout("par_map", timeout)
         stall_timeout = _check_timeout("par_map", stall_timeout, name="stall_timeout")
+        if backend == "ray":
+            need_ray("par_map")
         _check_par_map_backend(fn, workers, backend, worker_type, retries, timeout, pool)
+        if ray_options is not None:
+            if backend != "ray":
+                raise ValueError(f'par_map: ray_options={ray_options!r} only applies to backend="ray"')
+            if pool is not None:
+                raise ValueError("par_map: ray_options are set by the pool; leave them out with pool=")
+            ray_options = check_ray_options("par_map", ray_options)
         return self._then(
             ParMap(
                 fn,
@@ -661,6 +696,7 @@ class Stream(Generic[T]):
                 timeout,
                 pool,
                 stall_timeout=stall_timeout,
+                ray_options=ray_options,
             )
         )
 

@@ -20,11 +20,13 @@ def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("backend", ["process", "thread", "ray"])
 def test_demo_runs_and_reports(backend: str) -> None:
     proc = run("-m", "snake", "demo", "--backend", backend)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
+    if backend == "ray":  # a local Ray cluster, started before the pipeline is timed
+        assert re.search(r"^ray:\s+started a local cluster in \d+\.\d s, \d+ CPUs", out, re.MULTILINE), out
     assert "from_iterable(<range len=100>).par_then(slow_read, limit=16).par_map(" in out
     assert re.search(r"^items:\s+100$", out, re.MULTILINE)
     # sum of fib(20 + i % 10) over i < 100: the same whichever backend computed it
@@ -42,7 +44,7 @@ def test_help_and_bad_arguments() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["overhead.py", "seed.py", "arrays.py", "small_items.py", "collate.py", "parquet.py"]
+    "script", ["overhead.py", "seed.py", "arrays.py", "small_items.py", "collate.py", "parquet.py", "ray.py"]
 )
 def test_benchmark_runs(script: str, tmp_path: object) -> None:
     out_json = os.path.join(str(tmp_path), "r.json")

@@ -140,6 +140,21 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
 }
 
+EXPECTED["ray_scaling.py"] = (
+    "par_map(decode, workers=2, backend='ray', ray_options={'num_cpus': 1}).batch(32)\n",
+    "8 batches of (32, 3, 64, 64) uint8; in order: True\n",
+    # item 5 killed its actor once; retries=1 ran it again on a fresh one
+    "all 20 items, in order: True; workers_lost=1 retries=1\n",
+    "2 actors; the same in every epoch: True\n",
+    "between epochs: WorkerPoolStatistics(idle_workers=2, running_workers=0)\n",
+    "after the block: WorkerPoolStatistics(idle_workers=0, running_workers=0)\n",
+)
+EXPECTED["ray_train_ranks.py"] = (
+    "rank 0: 1000 items over 2 epochs\n",
+    "rank 1: 1000 items over 2 epochs\n",
+    "every item exactly once per epoch: True\n",
+)
+
 #: Examples that import torch, an optional dependency that the test extra leaves out
 #: (PyPI's default torch is a multi-GB CUDA build): they run where torch is installed.
 NEEDS_TORCH = {"torch_loop.py"}

@@ -23,9 +23,11 @@ async def slow_read(i: int) -> int:
 
 
 def seed_stream(
-    n: int = 100, *, workers: int = 2, backend: Literal["process", "thread"] = "process"
+    n: int = 100, *, workers: int = 2, backend: Literal["process", "thread", "ray"] = "process"
 ) -> Stream[int]:
     """The seed pipeline: overlapped reads, then fib in parallel workers."""
+    if backend == "ray":
+        return from_iterable(range(n)).par_then(slow_read, limit=16).par_map(fib, workers=workers, backend="ray")
     if backend == "thread":
         from ..kernels import fib as rust_fib
 
@@ -47,8 +49,26 @@ class DemoResult:
     sequential_s: float
 
 
+def start_ray() -> str:
+    """Connect to Ray, or start a local cluster, before the demo is timed: what it did.
+
+    On the main thread, unlike a stage (which starts Ray in a thread so that its trio
+    run goes on): only there does Ray install its SIGTERM handler (and say so on
+    stderr when it cannot)."""
+    import ray
+
+    from .._workers.ray import init_ray
+
+    started = not ray.is_initialized()
+    t0 = time.perf_counter()
+    init_ray()
+    cpus = ray.cluster_resources().get("CPU", 0)
+    how = f"started a local cluster in {time.perf_counter() - t0:.1f} s" if started else "connected"
+    return f"{how}, {cpus:g} CPUs (not in the pipeline's time)"
+
+
 async def run_demo(
-    n: int = 100, *, workers: int = 2, backend: Literal["process", "thread"] = "process"
+    n: int = 100, *, workers: int = 2, backend: Literal["process", "thread", "ray"] = "process"
 ) -> DemoResult:
     stream = seed_stream(n, workers=workers, backend=backend)
     t0 = time.perf_counter()

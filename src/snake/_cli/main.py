@@ -21,9 +21,16 @@ def _demo(args: argparse.Namespace) -> int:
             args.parser.error(f"--{flag} goes with --dataset")
     args.items = 100 if args.items is None else args.items
     args.backend = "process" if args.backend is None else args.backend
-    from .demo import run_demo, seed_stream
+    from .demo import run_demo, seed_stream, start_ray
 
-    print(f"snake demo: {seed_stream(args.items, workers=args.workers, backend=args.backend)!r}")
+    try:
+        stream = seed_stream(args.items, workers=args.workers, backend=args.backend)
+    except ImportError as exc:
+        print(f"snake demo: {exc}", file=sys.stderr)
+        return 1
+    print(f"snake demo: {stream!r}")
+    if args.backend == "ray":
+        print(f"ray:          {start_ray()}")
     result = trio.run(lambda: run_demo(args.items, workers=args.workers, backend=args.backend))
     print(f"items:        {result.items}")
     print(f"checksum:     {result.checksum}")
@@ -131,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--items", type=_positive, default=None, help="number of items (default 100)")
     seed.add_argument(
         "--backend",
-        choices=["process", "thread"],
+        choices=["process", "thread", "ray"],
         default=None,
-        help="process: pure-Python fib in worker processes (the default); thread: the Rust kernel in threads",
+        help="process: pure-Python fib in worker processes (the default); thread: the Rust kernel in threads; "
+        "ray: pure-Python fib on Ray actors, on the cluster RAY_ADDRESS names or a local one (the 'ray' extra)",
     )
     data = demo.add_argument_group("--dataset")
     data.add_argument(

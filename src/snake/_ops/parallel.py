@@ -36,7 +36,7 @@ from .._workers.pool import WorkerPool, WorkerType, resolve_worker_type
 if TYPE_CHECKING:
     from .._engine.context import Context
 
-Backend = Literal["process", "thread"]
+Backend = Literal["process", "thread", "ray"]
 
 #: Work per call a process worker is given, once per-item time is known. A call
 #: leaves its worker idle for a round trip (0.1-0.5 ms with every core busy), so
@@ -692,6 +692,8 @@ class ParMap(TaskSpec):
     #: Set by the plan: the workers write results into the slabs of the ``batch()``
     #: right after this stage (process backend).
     slabs: bool = False
+    #: Options for each Ray actor (``backend="ray"``), checked by ``par_map``.
+    ray_options: dict[str, Any] | None = attrs.field(default=None, eq=False)
 
     def describe(self) -> str:
         args = [describe_callable(self.fn), f"workers={self.workers}"]
@@ -709,6 +711,8 @@ class ParMap(TaskSpec):
             args.append(f"stall_timeout={self.stall_timeout!r}")
         if self.pool is not None:
             args.append("pool=<WorkerPool>")
+        if self.ray_options:
+            args.append(f"ray_options={self.ray_options!r}")
         return f"par_map({', '.join(args)}){self.errors.describe()}"
 
     def out_length(self, n: int) -> int | None:
@@ -738,6 +742,20 @@ class ParMap(TaskSpec):
             from .._workers.thread import ThreadBackend
 
             return ThreadBackend(self.fn, self.workers, label, skip)
+        if self.backend == "ray":
+            from .._workers.ray import RayBackend
+
+            ray_pool = self.pool
+            return RayBackend(
+                self.fn,
+                self.workers,
+                label,
+                skip,
+                options=self.ray_options or {},
+                actors=ray_pool._ray_actors() if ray_pool is not None else None,
+                shared=shared,
+                closed=(lambda: ray_pool._closed) if ray_pool is not None else (lambda: False),
+            )
         from .._workers.process import CacheSource, ProcessBackend
 
         pool = self.pool
@@ -845,15 +863,17 @@ class _MapRun:
 
     def lost_error(self, lost: Lost, index: int, attempts: int) -> BaseException:
         tries = f" ({attempts} attempts)" if attempts > 1 else ""
+        ray = self.backend.kind == "ray"
         if lost.timed_out:
             err: BaseException = TimeoutError(
                 f"stage {self.label}: item index {index} took longer than timeout={self.spec.timeout}s{tries}; "
-                f"its worker {self.backend.kind} was killed"
+                + ("its Ray actor was killed" if ray else f"its worker {self.backend.kind} was killed")
             )
         else:
             how = getattr(lost.cause, "how", "")
             err = WorkerCrashedError(
-                f"a worker process of stage {self.label} died while running item index {index}{tries}"
+                f"{'a Ray actor' if ray else 'a worker process'} of stage {self.label} died while running "
+                f"item index {index}{tries}"
                 + (f" ({how})" if how else "")
             )
             err.__cause__ = lost.cause

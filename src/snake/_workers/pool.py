@@ -9,8 +9,9 @@ import os
 import sys
 import threading
 import weakref
+from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, final
+from typing import TYPE_CHECKING, Any, Literal, final
 
 import attrs
 import trio
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 WorkerType = Literal["auto", "forkserver", "spawn", "fork"]
 _WORKER_TYPES = ("auto", "forkserver", "spawn", "fork")
+PoolBackend = Literal["process", "ray"]
+_POOL_BACKENDS = ("process", "ray")
 #: Pools inside their ``with`` block: ``snake.testing.assert_no_leaks`` excuses their idle workers.
 open_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
@@ -121,13 +124,41 @@ class WorkerPool:
       pipeline of another trio run (another thread or open_sync() loop); only the
       stages of one trio run can share a pool``;
     - ``RuntimeError: WorkerPool(...) <closed> was closed while a stage ran on it``.
+
+    ``backend="ray"`` keeps Ray actors instead, started with ``ray_options``, for
+    stages written ``par_map(fn, backend="ray", pool=pool)``; leaving the block
+    kills them (:doc:`/scaling`). ``WorkerPool(backend="ray")`` also raises the
+    ``ImportError`` and ``ray_options`` errors of :meth:`Stream.par_map`, and
+    ``ValueError`` for a ``backend`` other than ``"process"`` or ``"ray"``.
     """
 
-    def __init__(self, workers: int | None = None, *, worker_type: WorkerType = "auto") -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        worker_type: WorkerType = "auto",
+        backend: PoolBackend = "process",
+        ray_options: Mapping[str, Any] | None = None,
+    ) -> None:
         if workers is None:
             workers = default_workers()
         workers = check_int("WorkerPool", "workers", workers, minimum=1)
-        check_worker_type("WorkerPool", worker_type)
+        if backend not in _POOL_BACKENDS:
+            raise ValueError(f"WorkerPool: backend={backend!r} must be one of {_POOL_BACKENDS}")
+        check_worker_type("WorkerPool", worker_type, processes=backend == "process")
+        self._backend: PoolBackend = backend
+        #: A Ray pool's actors (``ray.Actors``), made when a stage first uses it.
+        self._ray: Any = None
+        self._ray_options: dict[str, Any] = {}
+        if backend == "ray":
+            from . import ray
+
+            if worker_type != "auto":
+                raise ValueError(f'WorkerPool: worker_type={worker_type!r} only applies to backend="process"')
+            ray.need_ray("WorkerPool")
+            self._ray_options = ray.check_options("WorkerPool", {} if ray_options is None else ray_options)
+        elif ray_options is not None:
+            raise ValueError(f'WorkerPool: ray_options={ray_options!r} only applies to backend="ray"')
         self._workers = workers
         self._worker_type: WorkerType = worker_type
         #: Internal, for ``par_map`` stages (their worker source): how the workers start,
@@ -152,6 +183,11 @@ class WorkerPool:
         return self._workers
 
     @property
+    def backend(self) -> PoolBackend:
+        """Where its workers run: ``"process"`` (worker processes) or ``"ray"`` (Ray actors)."""
+        return self._backend
+
+    @property
     def worker_type(self) -> WorkerType:
         """How its workers start: the ``worker_type`` argument (``"auto"``: forked from
         snake's launcher).
@@ -164,7 +200,8 @@ class WorkerPool:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._entered else "not entered"
-        return f"WorkerPool(workers={self._workers}, worker_type={self._worker_type!r}) <{state}>"
+        kind = "backend='ray'" if self._backend == "ray" else f"worker_type={self._worker_type!r}"
+        return f"WorkerPool(workers={self._workers}, {kind}) <{state}>"
 
     def __enter__(self) -> Self:
         if self._closed or self._entered:
@@ -216,18 +253,35 @@ class WorkerPool:
         open_pools.discard(self)
         for worker in idle:
             worker.discard()
+        if self._ray is not None:
+            self._ray.close()
 
     def statistics(self) -> WorkerPoolStatistics:
-        """How many workers are idle and running now, and their pids; none before the
-        block and after it.
+        """How many workers are idle and running now, and their pids (for worker
+        processes); none before the block and after it.
         """
+        if self._backend == "ray":
+            if self._ray is None:
+                return WorkerPoolStatistics(0, 0)
+            return WorkerPoolStatistics(*self._ray.counts())
         with self._lock:
             idle = [w.pid for w in self._idle if not w.dead]
             return WorkerPoolStatistics(len(idle), len(self._busy), frozenset([*idle, *(w.pid for w in self._busy)]))
 
     def _idle_pids(self) -> set[int]:
+        if self._ray is not None:
+            return set(self._ray.idle_pids())
         with self._lock:
             return {w.pid for w in self._idle if not w.dead}
+
+    def _ray_actors(self) -> Any:
+        """A Ray pool's actors (``ray.Actors``), kept across the runs of its stages."""
+        with self._lock:
+            if self._ray is None:
+                from .ray import Actors
+
+                self._ray = Actors(self._workers, self._ray_options, repr(self))
+            return self._ray
 
     # -- a worker source for par_map stages (see process.WorkerSource) -----------------
     async def get(self) -> procs.ProcWorker:

@@ -5,9 +5,10 @@ and still alive is a leak: Python threads (except idle threads of trio's thread
 cache; one that was idle at entry and runs a job at exit is a leak), descendant
 processes (except the processes snake keeps on purpose: its worker launcher and
 the idle workers of its process-wide cache, idle workers of a ``WorkerPool`` that
-was open when the block was entered, and multiprocessing's own helper processes)
-and child processes that exited but were never waited for (zombies), file
-descriptors of this process (except those of the processes snake keeps),
+was open when the block was entered, multiprocessing's own helper processes, and
+Ray's own daemons and idle workers) and child processes that exited but were never waited for (zombies), file
+descriptors of this process (except those of the processes snake keeps, and
+Ray's TCP sockets while Ray runs in this process),
 snake's shared-memory files of this process in ``/dev/shm`` and this process's
 mappings of them (except those of numpy arrays still reachable: results the
 caller holds), and trio tasks of the current run (when the block runs in a trio
@@ -35,6 +36,7 @@ import trio
 from .._engine import tasks
 from .._workers import pool as _pool
 from .._workers import procs as _procs
+from .._workers import ray as _ray
 from .._workers import shm
 
 if TYPE_CHECKING:
@@ -162,6 +164,24 @@ def _idle_pool_pids(pools: tuple[_pool.WorkerPool, ...]) -> set[int]:
     for pool in pools:
         pids |= pool._idle_pids()
     return pids
+
+
+def _ray_sockets() -> set[str]:
+    """While Ray runs in this process: its TCP connections (``socket:[inode]``), which
+    its gRPC clients open and close as actors come and go. snake itself opens no TCP
+    socket (its workers are reached through Unix sockets)."""
+    ray: Any = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return set()
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        found.update(f"socket:[{fields[9]}]" for fields in map(str.split, lines) if len(fields) > 9)
+    return found
 
 
 def _segments() -> set[str]:
@@ -396,7 +416,7 @@ class _Snapshot:
                 out.append(f"thread {t.name!r} (daemon={t.daemon})")
         excused = _helper_pids() | _idle_pool_pids(self.pools) | _procs.kept_pids()
         for (pid, started), proc in sorted(_descendants().items()):
-            if (pid, started) in self.processes or pid in excused:
+            if (pid, started) in self.processes or pid in excused or _ray.is_ray_own_process(proc.cmd):
                 continue
             if not proc.zombie:
                 out.append(f"process {pid}: {proc.cmd}")
@@ -424,8 +444,9 @@ class _Snapshot:
             out.append(f"mapping of shared-memory file {m.path} at {m.start:#x}-{m.end:#x}{held}")
         files = {(m.dev, m.ino) for m in (*mapped, *in_use)}
         kept = _kept_fds()
+        ray_sockets = _ray_sockets() if any(fd.target.startswith("socket:") for fd in fds) else set()
         for fd in fds:
-            if fd.number not in kept and (fd.dev, fd.ino) not in files:
+            if fd.number not in kept and (fd.dev, fd.ino) not in files and fd.target not in ray_sockets:
                 out.append(f"file descriptor {fd.number}: {fd.target}")
         root = _current_run()
         if root is not None and root is self.root:
@@ -547,13 +568,17 @@ def assert_no_leaks(*, grace: float = 2.0) -> LeakCheck:
     - descendant processes that were not running, except the processes snake keeps on
       purpose (its worker launcher and the idle workers of its process-wide cache), the
       idle workers of a :class:`snake.WorkerPool` that was open when the block was
-      entered, and multiprocessing's resource tracker and forkserver; a pool worker
+      entered (its idle Ray actors, for ``backend="ray"``), multiprocessing's resource
+      tracker and forkserver, and, while Ray is imported, Ray's own processes (its
+      daemons and agents, and its idle workers, ``ray::IDLE``: not snake's actors,
+      ``ray::SnakeWorker``, which must be gone); a pool worker
       still running a job, a pool still held by a stage, or a pool entered in the block
       and still open are leaks too; so is a child process started in the block that
       exited but was never waited for (a zombie);
     - file descriptors of this process that were not open (``/proc/self/fd``), except
       those of the processes snake keeps: each idle worker's socket, pidfd and stack
-      file, and the launcher's socket;
+      file, and the launcher's socket; and, while Ray is initialised in this process,
+      TCP sockets, which Ray's clients open and close on their own (snake opens none);
     - files of this process's shared-memory segments, ``/dev/shm/snake-<pid>-*``, and
       this process's mappings of them that were not there (``/proc/self/maps``, also
       of files already removed), with the descriptor Python's ``mmap`` keeps of each,
