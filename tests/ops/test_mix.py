@@ -118,7 +118,7 @@ def test_every_mode_gives_what_the_model_gives(
         [tagged(k, n) for k, n in enumerate(sizes)],
         weights,
         seed=seed,
-        on_exhausted=mode,  # type: ignore[arg-type]
+        on_exhausted=mode,
         max_restarts=max_restarts,
     )
     if limit is not None:
@@ -135,7 +135,9 @@ def test_the_modes_side_by_side() -> None:
     drop = snake.mix(streams, [1, 1], seed=0).to_list()
     stop = snake.mix(streams, [1, 1], seed=0, on_exhausted="stop").to_list()
     restart = snake.mix(streams, [1, 1], seed=0, on_exhausted="restart", max_restarts=2).to_list()
-    assert len(drop) == 13 and sorted(drop) == sorted([(0, i, 0) for i in range(10)] + [(1, i, 0) for i in range(3)])
+    assert len(drop) == 13 and sorted(drop) == sorted(
+        [(0, i, 0) for i in range(10)] + [(1, i, 0) for i in range(3)]
+    )
     # "stop": the same draws, up to the first that finds an input exhausted
     assert stop == drop[: len(stop)] and stop[-1] == (1, 2, 0) and len(stop) < len(drop)
     assert restart[: len(stop)] == stop
@@ -147,9 +149,10 @@ def test_the_modes_side_by_side() -> None:
 def test_known_length_only_for_drop() -> None:
     streams = [snake.from_iterable(range(10)), snake.from_iterable(range(3))]
     assert len(snake.mix(streams, seed=0).shard(rank=0, world_size=2, equal=True).to_list()) == 6
-    for mode in ("stop", "restart"):
+    modes: tuple[Any, ...] = ("stop", "restart")
+    for mode in modes:
         with pytest.raises(ValueError, match="no known length"):
-            snake.mix(streams, seed=0, on_exhausted=mode).shard(rank=0, world_size=2, equal=True)  # type: ignore[arg-type]
+            snake.mix(streams, seed=0, on_exhausted=mode).shard(rank=0, world_size=2, equal=True)
 
 
 # -- the proportions ---------------------------------------------------------------------------
@@ -249,11 +252,15 @@ def test_a_restart_is_the_next_epoch_and_reshuffles() -> None:
 
 def test_an_input_that_gives_nothing_again_fails_clearly() -> None:
     once = snake.from_iterable(iter([1, 2, 3]))
-    with pytest.raises(ValueError, match=r"mix\(\): input 1, from_iterable\(<.*>\), gave no items in its run 1"):
+    with pytest.raises(
+        ValueError, match=r"mix\(\): input 1, from_iterable\(<.*>\), gave no items in its run 1"
+    ):
         snake.mix([snake.from_iterable(range(100)), once], seed=0, on_exhausted="restart").to_list()
     # with a bound, it just runs out
     once = snake.from_iterable(iter([1, 2, 3]))
-    out = snake.mix([snake.from_iterable(range(100, 200)), once], seed=0, on_exhausted="restart", max_restarts=2).to_list()
+    out = snake.mix(
+        [snake.from_iterable(range(100, 200)), once], seed=0, on_exhausted="restart", max_restarts=2
+    ).to_list()
     assert sorted(x for x in out if x < 100) == [1, 2, 3]
 
 
@@ -273,6 +280,19 @@ def test_an_error_after_a_restart_names_the_restart(run) -> None:  # type: ignor
     assert any("raised in stage #1 map(_fail_in_epoch_1) on item index 2" in n for n in notes)
     assert "snake: in restart 1 (epoch 1) of input 1 of mix()" in notes
     assert "snake: in input 1 of mix()" in notes
+    assert "snake: in input 0 of mix()" not in notes  # the input that did not fail
+
+
+@pytest.mark.parametrize("combine", ["zip", "mix"])
+def test_an_error_is_noted_by_its_own_input_only(combine: str) -> None:
+    ok = snake.from_iterable(range(20))
+    bad = snake.from_iterable(range(20)).map(funcs.fail_on_7)
+    s = snake.zip(ok, bad) if combine == "zip" else snake.mix([ok, bad], seed=0)
+    with pytest.raises(funcs.Boom) as info:
+        s.to_list()
+    notes = info.value.__notes__
+    assert f"snake: in input 1 of {combine}()" in notes
+    assert f"snake: in input 0 of {combine}()" not in notes
 
 
 async def test_break_out_of_an_endless_mix_releases_everything(no_leaks: None) -> None:
@@ -290,15 +310,19 @@ async def test_break_out_of_an_endless_mix_releases_everything(no_leaks: None) -
 
 
 def test_seeded_mixing_is_reproducible_in_every_mode() -> None:
-    for mode in ("drop", "stop", "restart"):
-        streams = [snake.from_iterable(range(300)), snake.from_iterable(range(1000, 1040)).shuffle(16, seed=2)]
-        s = snake.mix(streams, [3, 1], seed=7, on_exhausted=mode).take(600)  # type: ignore[arg-type]
+    modes: tuple[Any, ...] = ("drop", "stop", "restart")
+    for mode in modes:
+        streams = [
+            snake.from_iterable(range(300)),
+            snake.from_iterable(range(1000, 1040)).shuffle(16, seed=2),
+        ]
+        s = snake.mix(streams, [3, 1], seed=7, on_exhausted=mode).take(600)
         out = s.to_list()
         assert run_async(s) == out
-        assert snake.mix(streams, [3, 1], seed=8, on_exhausted=mode).take(600).to_list() != out  # type: ignore[arg-type]
+        assert snake.mix(streams, [3, 1], seed=8, on_exhausted=mode).take(600).to_list() != out
         # a slow input does not change the choices
         slow = [streams[0].par_then(funcs.ajitter, limit=4).map(lambda x: x - 1), streams[1]]
-        assert snake.mix(slow, [3, 1], seed=7, on_exhausted=mode).take(600).to_list() == out  # type: ignore[arg-type]
+        assert snake.mix(slow, [3, 1], seed=7, on_exhausted=mode).take(600).to_list() == out
 
 
 # -- weights that change between epochs, and between runs ---------------------------------------
@@ -377,10 +401,18 @@ def _inputs() -> list[snake.Stream[Item]]:
 CASES: dict[str, Callable[[], snake.Stream[Any]]] = {
     "drop": lambda: snake.mix(_inputs(), [1, 2, 3], seed=3),
     "stop": lambda: snake.mix(_inputs(), [1, 2, 3], seed=3, on_exhausted="stop"),
-    "restart, at most 2": lambda: snake.mix(_inputs(), [1, 2, 3], seed=3, on_exhausted="restart", max_restarts=2),
-    "restart, endless, taken": lambda: snake.mix(_inputs(), [3, 2, 1], seed=4, on_exhausted="restart").take(70),
+    "restart, at most 2": lambda: snake.mix(
+        _inputs(), [1, 2, 3], seed=3, on_exhausted="restart", max_restarts=2
+    ),
+    "restart, endless, taken": lambda: snake.mix(_inputs(), [3, 2, 1], seed=4, on_exhausted="restart").take(
+        70
+    ),
     "restart in repeat, by epoch": lambda: snake.mix(
-        _inputs(), functools.partial(_rotated, (1.0, 2.0, 3.0)), seed=5, on_exhausted="restart", max_restarts=1
+        _inputs(),
+        functools.partial(_rotated, (1.0, 2.0, 3.0)),
+        seed=5,
+        on_exhausted="restart",
+        max_restarts=1,
     ).repeat(2),
 }
 
@@ -438,13 +470,20 @@ def _raises(epoch: int) -> list[float]:
 @pytest.mark.parametrize(
     ("kwargs", "exc", "msg"),
     [
-        ({"on_exhausted": "first_exhausted"}, ValueError,
-         r"mix: on_exhausted='first_exhausted' must be one of \('drop', 'stop', 'restart'\)"),
+        (
+            {"on_exhausted": "first_exhausted"},
+            ValueError,
+            r"mix: on_exhausted='first_exhausted' must be one of \('drop', 'stop', 'restart'\)",
+        ),
         ({"on_exhausted": None}, ValueError, "mix: on_exhausted=None must be one of"),
         ({"on_exhausted": "restart", "max_restarts": -1}, ValueError, "mix: max_restarts=-1 must be >= 0"),
         ({"on_exhausted": "restart", "max_restarts": 1.5}, TypeError, "mix: max_restarts=1.5 must be an int"),
         ({"max_restarts": 2}, ValueError, "mix: max_restarts=2 needs on_exhausted='restart'"),
-        ({"on_exhausted": "stop", "max_restarts": 0}, ValueError, "mix: max_restarts=0 needs on_exhausted='restart'"),
+        (
+            {"on_exhausted": "stop", "max_restarts": 0},
+            ValueError,
+            "mix: max_restarts=0 needs on_exhausted='restart'",
+        ),
         ({"weights": _wrong_length}, ValueError, r"mix: weights\(0\)=\[1.0\] has 1 weights for 2 streams"),
         ({"weights": lambda e: [1, -1]}, ValueError, r"mix: weights\(0\)=\[1, -1\] must all be > 0"),
         ({"weights": lambda e: 3}, TypeError, r"mix: weights\(0\)=3 must be a list of numbers"),

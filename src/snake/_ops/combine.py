@@ -7,6 +7,10 @@ child's exception comes out of its ``open_pipeline`` unchanged, fails the source
 and so the outer pipeline; cancelling the outer pipeline cancels the source's
 task and every child with it. Children keep their own statistics, which the
 outer pipeline's ``statistics()`` does not show (one row for the whole source).
+
+``mix(on_exhausted="restart")`` runs each input as a child whose source (``_Runs``)
+opens the input's stages again each time they end, as ``repeat()`` does, so its
+checkpoint names the run each input is in.
 """
 
 from __future__ import annotations
@@ -36,14 +40,24 @@ Specs = tuple[Spec, ...]
 
 
 @asynccontextmanager
-async def _open_child(specs: Specs, note: str, state: dict[str, Any] | None = None) -> AsyncIterator[Items[Any]]:
+async def _open_child(
+    specs: Specs, note: str, state: dict[str, Any] | None = None, *, own_only: bool = False
+) -> AsyncIterator[Items[Any]]:
+    """Run ``specs`` as a child pipeline; its exceptions get ``note``. With ``own_only``
+    (children that run side by side: ``zip``, ``mix``), an exception that only passes
+    through it on its way out (another child's, the parent's) does not."""
     from .._engine.run import open_pipeline
 
+    passing: BaseException | None = None
     try:
         async with open_pipeline(list(specs), (), state) as items:
-            yield items
+            try:
+                yield items
+            except BaseException as exc:
+                passing = exc  # raised by the parent (or another child), not by this child
+                raise
     except Exception as exc:
-        if note:
+        if note and not (own_only and exc is passing):
             exc.add_note(note)
         raise
 
@@ -323,7 +337,9 @@ class Zip(SourceSpec):
             sink = Sink(ctx, fused, send)
             async with AsyncExitStack() as stack:
                 children = [
-                    await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of zip()", state))
+                    await stack.enter_async_context(
+                        _open_child(specs, f"snake: in input {i} of zip()", state, own_only=True)
+                    )
                     for i, (specs, state) in enumerate(zip(self.inputs, states, strict=True))
                 ]
                 res.ctxs = [child._ctx for child in children]
@@ -394,7 +410,8 @@ class _Runs(SourceSpec):
                 token = EPOCH.set(base + run)
                 try:
                     note = f"snake: in restart {run} (epoch {base + run}) of input {self.index} of mix()"
-                    async with _open_child(self.inner, note if run else "", state if run == first else None) as items:
+                    note = note if run else ""  # the first run is just the input
+                    async with _open_child(self.inner, note, state if run == first else None) as items:
                         res.started(run, items._ctx)
                         n = await forward(items)
                 finally:
@@ -455,14 +472,18 @@ class Mix(SourceSpec):
             sink = Sink(ctx, fused, send)
             async with AsyncExitStack() as stack:
                 children = [
-                    await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of mix()", state))
+                    await stack.enter_async_context(
+                        _open_child(specs, f"snake: in input {i} of mix()", state, own_only=True)
+                    )
                     for i, (specs, state) in enumerate(zip(self._children(), states, strict=True))
                 ]
                 res.ctxs = [child._ctx for child in children]
                 await self._mix(children, weights, res, sink)
             await sink.finish()
 
-    async def _mix(self, children: Sequence[Items[Any]], weights: tuple[float, ...], res: _Mixing, sink: Sink) -> None:
+    async def _mix(
+        self, children: Sequence[Items[Any]], weights: tuple[float, ...], res: _Mixing, sink: Sink
+    ) -> None:
         active = list(res.active)
         drop = self.on_exhausted == "drop"
         bufs: list[Chunk] = [[] for _ in children]
