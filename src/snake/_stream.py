@@ -20,7 +20,7 @@ from ._engine.run import Items, open_pipeline, stage_labels
 from ._engine.spec import SourceSpec, Spec, chain_repr
 from ._engine.util import check_bool, check_callable, check_importable, check_int, check_picklable
 from ._ops.buffer import Prefetch
-from ._ops.combine import Chain, Mix, Repeat, Zip
+from ._ops.combine import ON_EXHAUSTED, Chain, Mix, Repeat, Zip, check_weights
 from ._ops.files import FromFiles, FromParquet, ParquetFilter, check_filters, resolve_paths
 from ._ops.inline import (
     Batch,
@@ -1235,18 +1235,66 @@ def zip(*streams: Stream[Any]) -> Stream[tuple[Any, ...]]:
 
 
 def mix(
-    streams: Sequence[Stream[T]], /, weights: Sequence[float] | None = None, *, seed: int | None = None
+    streams: Sequence[Stream[T]],
+    /,
+    weights: Sequence[float] | Callable[[int], Sequence[float]] | None = None,
+    *,
+    seed: int | None = None,
+    on_exhausted: Literal["drop", "stop", "restart"] = "drop",
+    max_restarts: int | None = None,
 ) -> Stream[T]:
     """Interleave streams at random: each item comes from stream ``i`` with
-    probability proportional to ``weights[i]`` (equal weights by default), until
-    every stream is exhausted.
+    probability proportional to ``weights[i]`` (equal weights by default).
 
-    An exhausted stream drops out and the weights of the others renormalise. The
-    sequence of choices depends only on ``seed`` (and, inside :meth:`Stream.repeat`,
-    the epoch), not on timing; ``seed=None`` draws fresh entropy on every run. The
-    inputs run concurrently, as child pipelines inside the mix's source task (see
+    ``on_exhausted`` says what happens when the stream drawn has no items left:
+
+    - ``"drop"`` (the default): it drops out, the weights of the others
+      renormalise, and the mix ends once every stream has ended. Every item of
+      every stream comes out exactly once, so the proportions follow the weights
+      only until the first stream ends; over a whole run they follow the
+      streams' sizes.
+    - ``"stop"``: the mix ends there (tf.data's ``stop_on_empty_dataset=True``).
+      The proportions follow the weights to the end; what the other streams had
+      left is not given.
+    - ``"restart"``: the stream is opened again and the mix goes on: sampling
+      with replacement, a small stream comes round several times. Its ``r``-th
+      restart runs in epoch ``e + r``, where ``e`` is the epoch around the mix
+      (:func:`current_epoch`, 0 outside a :meth:`Stream.repeat`), so a seeded
+      ``shuffle`` in it draws a new order each time. With ``max_restarts=None``
+      the mix is endless (end it with ``take()``); with ``max_restarts=n`` each
+      stream is opened again at most ``n`` times, and the mix ends, as with
+      ``"stop"``, when a stream that has used its restarts ends once more. The
+      proportions follow the weights to the end.
+
+    ``"drop"`` is the default because it neither loses nor repeats an item: a
+    finite mix gives everything its streams hold, like :func:`chain`. Choose
+    ``"stop"`` or ``"restart"`` when the proportions matter more than seeing
+    each item once.
+
+    ``weights`` may also be a function of the epoch, ``weights(epoch)``
+    returning one weight per stream: it is asked at the start of each run of
+    the mix, with the epoch of the ``repeat()`` around it (0 without one), which
+    makes a schedule of weights over epochs. It is called once, with 0, when
+    ``mix()`` is called, to check it. For checkpoints to resume exactly it must
+    give the same weights whenever it is asked for the same epoch. Weights given
+    as a list are part of the stage's description, so a checkpoint of a mix
+    with other list weights is refused; to change them between separate runs
+    and resume, use a function of the epoch: its checkpoints resume with the
+    weights of their epoch.
+
+    The sequence of choices depends only on ``seed`` and the epoch, not on
+    timing; ``seed=None`` draws fresh entropy on every run. The inputs run
+    concurrently, as child pipelines inside the mix's source task (see
     :func:`chain`); an input's exception gets the note ``snake: in input I of
-    mix()``.
+    mix()``, and after a restart also ``snake: in restart R (epoch E) of input
+    I of mix()``. A checkpoint (``items.state_dict()``) holds the position of
+    the random draws, each input's own checkpoint and, with ``"restart"``, the
+    run it is in.
+
+    ``repr``: ``mix([from_iterable(<range len=3>), from_iterable(<list len=1>)],
+    weights=[3.0, 1.0], seed=0, on_exhausted='restart', max_restarts=2)``;
+    ``on_exhausted`` and ``max_restarts`` appear when not default, a function of
+    the epoch by its name.
 
     Raises, when called:
 
@@ -1258,26 +1306,36 @@ def mix(
       weights=[...] must be numbers``;
     - ``ValueError: mix: weights=[...] has N weights for M streams``;
     - ``ValueError: mix: weights=[...] must all be > 0 and finite``;
+    - the same with ``weights(0)=...`` for what a function of the epoch returns
+      for epoch 0 (and ``weights(E)=...`` when a run asks it for epoch ``E``);
     - ``TypeError: mix: seed=... must be an int or None``, ``ValueError: mix:
-      seed=-1 must be >= 0``.
+      seed=-1 must be >= 0``;
+    - ``ValueError: mix: on_exhausted=... must be one of ('drop', 'stop',
+      'restart')``;
+    - ``TypeError: mix: max_restarts=... must be an int``, ``ValueError: mix:
+      max_restarts=-1 must be >= 0``, ``ValueError: mix: max_restarts=2 needs
+      on_exhausted='restart'``.
+
+    At run time, ``on_exhausted="restart"`` with ``max_restarts=None`` raises
+    ``ValueError: mix(): input I, ..., gave no items in its run R`` for an
+    input that gives no items (a stream built on a generator, restarted).
     """
     inputs = _check_streams("mix", streams)
+    ws: tuple[float, ...] | Callable[[int], Sequence[float]]
     if weights is None:
         ws = (1.0,) * len(inputs)
+    elif callable(weights):
+        check_weights("weights(0)", weights(0), len(inputs))
+        ws = weights
     else:
-        if not isinstance(weights, (list, tuple)):
-            raise TypeError(f"mix: weights={weights!r} must be a list of numbers")
-        if len(weights) != len(inputs):
-            raise ValueError(
-                f"mix: weights={list(weights)!r} has {len(weights)} weights for {len(inputs)} streams"
-            )
-        for w in weights:
-            if isinstance(w, bool) or not isinstance(w, (int, float)):
-                raise TypeError(f"mix: weights={list(weights)!r} must be numbers")
-            if not (w > 0 and w < float("inf")):
-                raise ValueError(f"mix: weights={list(weights)!r} must all be > 0 and finite")
-        ws = tuple(float(w) for w in weights)
-    return Stream((Mix(inputs, ws, check_seed("mix", seed)),))
+        ws = check_weights("weights", weights, len(inputs))
+    if on_exhausted not in ON_EXHAUSTED:
+        raise ValueError(f"mix: on_exhausted={on_exhausted!r} must be one of {ON_EXHAUSTED}")
+    if max_restarts is not None:
+        max_restarts = check_int("mix", "max_restarts", max_restarts, minimum=0)
+        if on_exhausted != "restart":
+            raise ValueError(f"mix: max_restarts={max_restarts} needs on_exhausted='restart'")
+    return Stream((Mix(inputs, ws, check_seed("mix", seed), on_exhausted, max_restarts),))
 
 
 def from_parquet(

@@ -72,6 +72,16 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "epoch 2: mean loss ",
         "96 steps; loss went down: True",
     ),
+    "mixing.py": (
+        "drop:    10300 items, 3% books",
+        "stop:    926 items, 32% books",
+        "restart: 5000 items, 30% books",
+        "books came round in a new order: True",
+        "weights=curriculum, seed=0, on_exhausted='stop')",
+        "epoch 0: weights [0.9, 0.1], 10% books",
+        "epoch 2: weights [0.5, 0.5], 45% books",
+        "resumed exactly: True",
+    ),
     "parquet_workers.py": (
         "row groups to read: 32 of 40",
         "6400 training rows in 2 epochs",

@@ -7,11 +7,16 @@ child's exception comes out of its ``open_pipeline`` unchanged, fails the source
 and so the outer pipeline; cancelling the outer pipeline cancels the source's
 task and every child with it. Children keep their own statistics, which the
 outer pipeline's ``statistics()`` does not show (one row for the whole source).
+
+``mix(on_exhausted="restart")`` runs each input as a child whose source (``_Runs``)
+opens the input's stages again each time they end, as ``repeat()`` does, so its
+checkpoint names the run each input is in.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -25,6 +30,7 @@ from .._engine.epoch import EPOCH, epoch_generator
 from .._engine.resume import Cut, Resumable
 from .._engine.sink import Sink
 from .._engine.spec import Chunk, Fused, SourceSpec, Spec, chain_repr, known_length
+from .._engine.util import describe_callable
 
 if TYPE_CHECKING:
     from .._engine.context import Context
@@ -34,14 +40,25 @@ Specs = tuple[Spec, ...]
 
 
 @asynccontextmanager
-async def _open_child(specs: Specs, note: str, state: dict[str, Any] | None = None) -> AsyncIterator[Items[Any]]:
+async def _open_child(
+    specs: Specs, note: str, state: dict[str, Any] | None = None, *, own_only: bool = False
+) -> AsyncIterator[Items[Any]]:
+    """Run ``specs`` as a child pipeline; its exceptions get ``note``. With ``own_only``
+    (children that run side by side: ``zip``, ``mix``), an exception that only passes
+    through it on its way out (another child's, the parent's) does not."""
     from .._engine.run import open_pipeline
 
+    passing: BaseException | None = None
     try:
         async with open_pipeline(list(specs), (), state) as items:
-            yield items
+            try:
+                yield items
+            except BaseException as exc:
+                passing = exc  # raised by the parent (or another child), not by this child
+                raise
     except Exception as exc:
-        exc.add_note(note)
+        if note and not (own_only and exc is passing):
+            exc.add_note(note)
         raise
 
 
@@ -320,7 +337,9 @@ class Zip(SourceSpec):
             sink = Sink(ctx, fused, send)
             async with AsyncExitStack() as stack:
                 children = [
-                    await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of zip()", state))
+                    await stack.enter_async_context(
+                        _open_child(specs, f"snake: in input {i} of zip()", state, own_only=True)
+                    )
                     for i, (specs, state) in enumerate(zip(self.inputs, states, strict=True))
                 ]
                 res.ctxs = [child._ctx for child in children]
@@ -342,20 +361,108 @@ class Zip(SourceSpec):
             await sink.finish()
 
 
+#: What ``mix()`` does when an input ends (see ``snake.mix``).
+ON_EXHAUSTED = ("drop", "stop", "restart")
+
+Weights = tuple[float, ...] | Callable[[int], Sequence[float]]
+
+
+def check_weights(name: str, weights: object, n: int) -> tuple[float, ...]:
+    """Validate ``mix``'s weights for ``n`` inputs (``name`` quotes where they came from:
+    ``weights``, or ``weights(3)`` for what a function of the epoch returned)."""
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(f"mix: {name}={weights!r} must be a list of numbers")
+    if len(weights) != n:
+        raise ValueError(f"mix: {name}={list(weights)!r} has {len(weights)} weights for {n} streams")
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise TypeError(f"mix: {name}={list(weights)!r} must be numbers")
+        if not (w > 0 and math.isfinite(w)):
+            raise ValueError(f"mix: {name}={list(weights)!r} must all be > 0 and finite")
+    return tuple(float(w) for w in weights)
+
+
+@attrs.frozen
+class _Runs(SourceSpec):
+    """An input of ``mix(on_exhausted="restart")``: its stages, opened again each time
+    they end (at most ``restarts`` times), as one stream. Run ``j`` sees the epoch
+    around the mix plus ``j``; its checkpoint names the run, like ``repeat()``'s."""
+
+    inner: Specs
+    index: int
+    restarts: int | None
+
+    def describe(self) -> str:
+        return f"restarted({chain_repr(self.inner)}, max_restarts={self.restarts})"
+
+    async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
+        res = _InTurn("run")
+        entry = ctx.resumable(ctx.label(0), res)
+        first, state = _resume_point(entry, "run", res)
+        base = EPOCH.get()
+        with send:
+            sink = Sink(ctx, fused, send)
+            forward = _forwarding(res, sink)
+            runs = itertools.count(first) if self.restarts is None else range(first, self.restarts + 1)
+            for run in runs:
+                if sink.stopped:
+                    break
+                token = EPOCH.set(base + run)
+                try:
+                    note = f"snake: in restart {run} (epoch {base + run}) of input {self.index} of mix()"
+                    note = note if run else ""  # the first run is just the input
+                    async with _open_child(self.inner, note, state if run == first else None) as items:
+                        res.started(run, items._ctx)
+                        n = await forward(items)
+                finally:
+                    EPOCH.reset(token)
+                if n == 0 and self.restarts is None and not (run == first and state is not None):
+                    raise ValueError(
+                        f"mix(): input {self.index}, {chain_repr(self.inner)}, gave no items in its "
+                        f"run {run} (epoch {base + run}), so restarting it would never give one (a "
+                        "stream built on a generator can be opened only once: pass a list, or "
+                        "from_async_iterable(function))"
+                    )
+            await sink.finish()
+
+
 @attrs.frozen
 class Mix(SourceSpec):
     inputs: tuple[Specs, ...]
-    weights: tuple[float, ...]
+    weights: Weights
     seed: int | None = None
+    on_exhausted: str = "drop"
+    max_restarts: int | None = None
 
     def describe(self) -> str:
-        return f"mix([{_inputs_repr(self.inputs)}], weights={list(self.weights)}, seed={self.seed})"
+        weights = list(self.weights) if isinstance(self.weights, tuple) else describe_callable(self.weights)
+        extra = ""
+        if self.on_exhausted != "drop":
+            extra += f", on_exhausted={self.on_exhausted!r}"
+        if self.max_restarts is not None:
+            extra += f", max_restarts={self.max_restarts}"
+        return f"mix([{_inputs_repr(self.inputs)}], weights={weights}, seed={self.seed}{extra})"
 
     def length(self) -> int | None:
+        if self.on_exhausted != "drop":
+            return None  # where it stops depends on the draws
         return Chain(self.inputs).length()
 
+    def weights_at(self, epoch: int) -> tuple[float, ...]:
+        """The weights in ``epoch``: a function of the epoch is asked, and its answer checked."""
+        if isinstance(self.weights, tuple):
+            return self.weights
+        return check_weights(f"weights({epoch})", self.weights(epoch), len(self.inputs))
+
+    def _children(self) -> tuple[Specs, ...]:
+        if self.on_exhausted != "restart":
+            return self.inputs
+        return tuple((_Runs(specs, i, self.max_restarts),) for i, specs in enumerate(self.inputs))
+
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
-        res = _Mixing(epoch_generator(self.seed, EPOCH.get()), len(self.inputs))
+        epoch = EPOCH.get()
+        weights = self.weights_at(epoch)
+        res = _Mixing(epoch_generator(self.seed, epoch), len(self.inputs))
         entry = ctx.resumable(ctx.label(0), res)
         states = [None] * len(self.inputs)
         if entry is not None and "rng" in entry:  # (a checkpoint taken before it began has none)
@@ -365,16 +472,20 @@ class Mix(SourceSpec):
             sink = Sink(ctx, fused, send)
             async with AsyncExitStack() as stack:
                 children = [
-                    await stack.enter_async_context(_open_child(specs, f"snake: in input {i} of mix()", state))
-                    for i, (specs, state) in enumerate(zip(self.inputs, states, strict=True))
+                    await stack.enter_async_context(
+                        _open_child(specs, f"snake: in input {i} of mix()", state, own_only=True)
+                    )
+                    for i, (specs, state) in enumerate(zip(self._children(), states, strict=True))
                 ]
                 res.ctxs = [child._ctx for child in children]
-                await self._mix(children, res, sink)
+                await self._mix(children, weights, res, sink)
             await sink.finish()
 
-    async def _mix(self, children: Sequence[Items[Any]], res: _Mixing, sink: Sink) -> None:
+    async def _mix(
+        self, children: Sequence[Items[Any]], weights: tuple[float, ...], res: _Mixing, sink: Sink
+    ) -> None:
         active = list(res.active)
-        weights = list(self.weights)
+        drop = self.on_exhausted == "drop"
         bufs: list[Chunk] = [[] for _ in children]
         pos = [0] * len(children)
         out: Chunk = []
@@ -399,6 +510,8 @@ class Mix(SourceSpec):
                     out = []
                 chunk = await children[pick].receive_chunk()
                 if chunk is None:
+                    if not drop:
+                        break  # "stop", or "restart" once an input has used its restarts
                     active.remove(pick)  # exhausted: the others' weights renormalise
                     res.gone.append((res.draws, pick))
                     continue
