@@ -32,17 +32,16 @@ TOKENS = "tokens"
 
 
 class _Row:
-    """An open row: the pieces in it, in order, and the room left."""
+    """An open row: the pieces in it, in order (the room left is kept apart)."""
 
-    __slots__ = ("members", "pieces", "room")
+    __slots__ = ("members", "pieces")
 
-    def __init__(self, length: int) -> None:
+    def __init__(self) -> None:
         #: ``(input number, offset)`` of each piece: the piece is the input's items from
         #: ``offset`` on (an offset above 0 only for the last piece of a split sequence).
         self.members: list[tuple[int, int]] = []
         #: The pieces' fields: for each piece, one 1-D array per key.
         self.pieces: list[tuple[np.ndarray, ...]] = []
-        self.room = length
 
 
 class _PackOp(HoldingOp):
@@ -58,6 +57,7 @@ class _PackOp(HoldingOp):
     """
 
     __slots__ = (
+        "arange",
         "back",
         "buffer",
         "discard",
@@ -70,6 +70,7 @@ class _PackOp(HoldingOp):
         "made_first",
         "pad_value",
         "places",
+        "rooms",
         "rows",
         "slots_out",
         "tokens_out",
@@ -85,8 +86,11 @@ class _PackOp(HoldingOp):
         self.fit = fit
         self.too_long = too_long
         self.pad_value = pad_value
-        #: Open rows, in the order they were opened.
+        #: Open rows, in the order they were opened, and the room left in each.
         self.rows: list[_Row] = []
+        self.rooms: list[int] = []
+        #: ``0, 1, ..., length - 1``: the positions of a piece are a slice of it.
+        self.arange = np.arange(length, dtype=np.int32)
         #: The input's keys (None: plain arrays, packed under ``"tokens"``), fixed by
         #: the first item, and their dtypes.
         self.keys: tuple[str, ...] | None = None
@@ -114,6 +118,14 @@ class _PackOp(HoldingOp):
     # -- items -----------------------------------------------------------------------
     def _fields(self, x: Any) -> tuple[np.ndarray, ...]:
         """The item's arrays, one per key, checked against the first item's."""
+        if (
+            type(x) is np.ndarray
+            and self.keys is None
+            and self.dtypes
+            and x.ndim == 1
+            and x.dtype == self.dtypes[0]
+        ):
+            return (x,)  # the common case, checked at once
         if not self.learnt:
             self._learn(x)
         keys = self.keys
@@ -207,41 +219,29 @@ class _PackOp(HoldingOp):
         if size == L:
             self._emit(i, [(i, off)], [piece], L, out)
             return
-        j = self._find(size)
+        rows, rooms = self.rows, self.rooms
+        if self.fit == "first":
+            j = next((j for j, room in enumerate(rooms) if room >= size), -1)
+        else:  # the least room that fits; among equals, the row opened first
+            best = min((room for room in rooms if room >= size), default=-1)
+            j = rooms.index(best) if best >= 0 else -1
         if j < 0:
-            rows = self.rows
             if len(rows) >= self.buffer:
-                k = min(range(len(rows)), key=lambda r: rows[r].room)  # the fullest, the oldest first
-                self._emit_row(i, rows.pop(k), out)
-            row = _Row(L)
-            rows.append(row)
-        else:
-            row = self.rows[j]
+                k = rooms.index(min(rooms))  # the fullest; among equals, the row opened first
+                self._emit_row(i, rows.pop(k), rooms.pop(k), out)
+            j = len(rows)
+            rows.append(_Row())
+            rooms.append(L)
+        row = rows[j]
         row.members.append((i, off))
         row.pieces.append(piece)
-        row.room -= size
-        if row.room == 0:
-            self.rows.remove(row)
-            self._emit_row(i, row, out)
+        rooms[j] -= size
+        if not rooms[j]:
+            del rows[j], rooms[j]
+            self._emit_row(i, row, 0, out)
 
-    def _find(self, size: int) -> int:
-        """The index of the open row the piece goes into, or -1."""
-        if self.fit == "first":
-            for j, row in enumerate(self.rows):
-                if row.room >= size:
-                    return j
-            return -1
-        best, best_room = -1, self.length + 1
-        for j, row in enumerate(self.rows):
-            room = row.room
-            if size <= room < best_room:
-                best, best_room = j, room
-                if room == size:
-                    break
-        return best
-
-    def _emit_row(self, producer: int, row: _Row, out: Chunk) -> None:
-        self._emit(producer, row.members, row.pieces, self.length - row.room, out)
+    def _emit_row(self, producer: int, row: _Row, room: int, out: Chunk) -> None:
+        self._emit(producer, row.members, row.pieces, self.length - room, out)
 
     def _emit(
         self,
@@ -255,29 +255,28 @@ class _PackOp(HoldingOp):
         out.append(self._row(pieces, used))
 
     def _row(self, pieces: list[tuple[np.ndarray, ...]], used: int) -> dict[str, np.ndarray]:
-        """The output row of ``pieces``, ``used`` tokens in all."""
+        """The output row of ``pieces``, ``used`` tokens in all: a few slice assignments
+        a piece (NumPy calls on small lists cost more than copying the tokens)."""
         L = self.length
-        lens = [p[0].shape[0] for p in pieces]
-        seg = np.zeros(L, dtype=np.int32)
-        pos = np.zeros(L, dtype=np.int32)
-        k = len(pieces)
-        if k == 1:
-            seg[:used] = 1
-            pos[:used] = np.arange(used, dtype=np.int32)
-        else:
-            seg[:used] = np.repeat(np.arange(1, k + 1, dtype=np.int32), lens)
-            starts = np.cumsum(lens, dtype=np.int32) - np.asarray(lens, dtype=np.int32)
-            pos[:used] = np.arange(used, dtype=np.int32) - np.repeat(starts, lens)
-        row: dict[str, np.ndarray] = {}
+        arange = self.arange
+        seg = np.empty(L, dtype=np.int32)
+        pos = np.empty(L, dtype=np.int32)
+        seg[used:] = 0
+        pos[used:] = 0
         keys = self.keys if self.keys is not None else (TOKENS,)
-        for f, (key, dt) in enumerate(zip(keys, self.dtypes)):
-            values = np.empty(L, dtype=dt)
-            if k == 1:
-                values[:used] = pieces[0][f]
-            else:
-                np.concatenate([p[f] for p in pieces], out=values[:used])
-            values[used:] = self.pad_value
-            row[key] = values
+        values = [np.empty(L, dtype=dt) for dt in self.dtypes]
+        start = 0
+        for k, piece in enumerate(pieces, 1):
+            end = start + piece[0].shape[0]
+            seg[start:end] = k
+            pos[start:end] = arange[: end - start]
+            for v, a in zip(values, piece):
+                v[start:end] = a
+            start = end
+        row: dict[str, np.ndarray] = {}
+        for f, (key, v) in enumerate(zip(keys, values)):
+            v[used:] = self.pad_value
+            row[key] = v
             row[f"{key}_segment_ids"] = seg if f == 0 else seg.copy()
             row[f"{key}_positions"] = pos if f == 0 else pos.copy()
         self.tokens_out += used
@@ -285,10 +284,11 @@ class _PackOp(HoldingOp):
         return row
 
     def flush(self) -> Chunk:
-        rows, self.rows = self.rows, []
+        rows, rooms = self.rows, self.rooms
+        self.rows, self.rooms = [], []
         out: Chunk = []
-        for row in rows:
-            self._emit_row(self.seen, row, out)
+        for row, room in zip(rows, rooms):
+            self._emit_row(self.seen, row, room, out)
         return self._drop_discarded(out)
 
     def _drop_discarded(self, out: Chunk) -> Chunk:
@@ -354,10 +354,11 @@ class _PackOp(HoldingOp):
         self.made_first = int(entry["at"]) - self.discard
         rows = entry.get("rows", [])
         offsets = {int(n): int(off) for n, off in entry.get("offsets", [])}
-        self.rows = []
+        self.rows, self.rooms = [], []
         self.places = {}
         for j, members in enumerate(rows):
-            row = _Row(self.length)
+            row = _Row()
+            self.rooms.append(self.length)
             row.members = [(int(n), offsets.get(int(n), 0)) for n in members]
             row.pieces = [() for _ in members]
             self.rows.append(row)
@@ -384,7 +385,7 @@ class _PackOp(HoldingOp):
             size = min(size, self.length)
         piece = tuple(a[off:size] for a in fields)
         row.pieces[q] = piece
-        row.room -= size - off
+        self.rooms[j] -= size - off
 
 
 def _as_1d(x: Any, what: str) -> np.ndarray:
