@@ -138,6 +138,12 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "[[1, 2, 3, -1, -1, -1, -1, -1], [1, 2, 3, 4, 5, -1, -1, -1]] [3, 5]",
         "[(2, 3), (2, 7), (2, 3), (2, 7)]",
     ),
+    "packing.py": (
+        "(8, 16) int32",
+        "segments: [1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]",
+        "positions: [0, 1, 2, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4]",
+        "3 batches; padding 8.0%",
+    ),
 }
 
 #: Examples that import torch, an optional dependency that the test extra leaves out
