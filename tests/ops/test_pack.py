@@ -19,6 +19,10 @@ def _identity(x: Any) -> Any:
     return x
 
 
+def _seq(i: int) -> np.ndarray:
+    return np.arange(i * 100, i * 100 + (i * 5) % 13)
+
+
 def _two_arrays(i: int) -> list[np.ndarray]:
     return [np.arange(i * 100, i * 100 + i % 5), np.arange(i * 100 + 50, i * 100 + 50 + (i * 7) % 11)]
 
@@ -245,7 +249,7 @@ def test_pack_equals_the_model_and_keeps_every_token_once(
 
 @PACK_SETTINGS
 @given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=60), buffer=st.integers(1, 6))
-def test_best_fit_never_needs_more_rows_than_one_a_sequence(lengths: list[int], buffer: int) -> None:
+def test_the_padding_statistic_counts_the_rows_made(lengths: list[int], buffer: int) -> None:
     # A sanity bound of the statistics: rows made = slots / length, padding in [0, 1).
     seqs = [np.ones(n, dtype=np.int32) for n in lengths]
     with snake.from_iterable(seqs).pack(16, buffer=buffer).open_sync() as items:
@@ -284,6 +288,12 @@ def _seqs(n: int, seed: int = 0, hi: int = 14) -> list[np.ndarray]:
         pytest.param(
             lambda: snake.from_iterable(_seqs(60, 4, 24)).shuffle(5, seed=1).pack(6, buffer=3),
             id="after a shuffle (select)",
+        ),
+        pytest.param(
+            lambda: (
+                snake.from_iterable(range(50)).par_map(_seq, workers=2, backend="thread").pack(9, buffer=3)
+            ),
+            id="after a par_map (refill through a task stage)",
         ),
         pytest.param(
             lambda: (
