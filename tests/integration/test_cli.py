@@ -44,7 +44,8 @@ def test_help_and_bad_arguments() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["overhead.py", "seed.py", "arrays.py", "small_items.py", "collate.py", "parquet.py", "ray.py"]
+    "script",
+    ["overhead.py", "seed.py", "arrays.py", "small_items.py", "collate.py", "parquet.py", "ray.py", "pack.py"],
 )
 def test_benchmark_runs(script: str, tmp_path: object) -> None:
     out_json = os.path.join(str(tmp_path), "r.json")

@@ -104,6 +104,15 @@ def _stalls(stats: PipelineStatistics) -> list[str]:
     return lines
 
 
+def _padding(stats: PipelineStatistics) -> list[str]:
+    """A line for each ``pack()`` stage: the share of its rows that is padding."""
+    return [
+        f"padding: {st.name}: {100 * st.padding:.2f} % of the token slots of its {st.items_out:,} rows"
+        for st in stats.stages
+        if st.padding is not None
+    ]
+
+
 def report(stats: PipelineStatistics) -> str:
     """The text of ``Items.report()``: the summary, the bottleneck, then a table."""
     e = stats.elapsed_s
@@ -114,6 +123,7 @@ def report(stats: PipelineStatistics) -> str:
     )
     lines = [summary, f"bottleneck: {bottleneck(stats)[1]}"]
     lines += _stalls(stats)
+    lines += _padding(stats)
     lines += [f"plan: {note}" for note in stats.plan]
     width = max([len(st.name) for st in stats.stages] + [5])
     width = min(width, 60)

@@ -214,6 +214,9 @@ class StageStatistics:
     #: For an inline stage (``map``, ``filter``, ``batch``, ...): the position of the
     #: stage whose task runs it; None for a stage with its own task.
     fused_into: int | None = None
+    #: ``pack()``: the share of the token slots of the rows it made that are padding,
+    #: from 0 to 1 (0.0 before its first row); None for other stages.
+    padding: float | None = None
 
 
 @attrs.frozen
@@ -286,4 +289,5 @@ def snapshot(
         elapsed_s=host.elapsed(now),
         busy_s=float(getattr(source, "busy_s", 0.0)),
         fused_into=host_index,
+        padding=getattr(source, "padding", None),
     )
