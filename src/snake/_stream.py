@@ -33,6 +33,7 @@ from ._ops.inline import (
     OnError,
     PadBatch,
     Skip,
+    Sliding,
     Take,
 )
 from ._ops.observe import Monitor, Progress
@@ -170,7 +171,7 @@ class Stream(Generic[T]):
         """``fn(item)`` for every item. ``fn`` must be sync.
 
         An inline stage, as are ``filter``, ``flat_map``, ``enumerate``, ``take``,
-        ``skip``, ``batch``, ``pad_batch`` and ``bucket_by_length``: it has no task of its
+        ``skip``, ``batch``, ``pad_batch``, ``bucket_by_length`` and ``sliding``: it has no task of its
         own, but is fused into the task of the stage before it and applied to whole
         chunks, keeping the order of the items. It runs on the trio event loop, so a slow
         ``fn`` delays every task of the pipeline: move slow work to :meth:`par_map`. An
@@ -374,6 +375,32 @@ class Stream(Generic[T]):
         check_pad_value("bucket_by_length", pad_value)
         check_bool("bucket_by_length", "drop_last", drop_last)
         return self._then(BucketByLength(bounds, sizes, length, pad_value, drop_last))
+
+    def sliding(self, size: int, /, *, step: int = 1) -> Stream[tuple[T, ...]]:
+        """Windows of ``size`` consecutive items, as tuples, one every ``step`` items.
+
+        Window ``w`` holds the items ``w*step`` to ``w*step + size - 1``:
+        ``sliding(3)`` of ``0, 1, 2, 3, 4`` gives ``(0, 1, 2), (1, 2, 3), (2, 3, 4)``;
+        ``sliding(2, step=3)`` of ``0 ... 6`` gives ``(0, 1), (3, 4)``. A window is
+        given only when all its ``size`` items have come: a stream shorter than
+        ``size`` gives none, and the items after the last full window are dropped
+        (as ``more_itertools.sliding_window`` does; nothing is padded). With ``step >
+        size`` the items between windows are dropped. For ``n`` items it gives
+        ``(n - size) // step + 1`` windows (0 when ``n < size``).
+
+        An inline stage; it holds up to ``size - 1`` items between chunks (the start of
+        the next window). Windows share their items: a window is a new tuple, its items
+        are not copied. A checkpoint inside the stream resumes at the first item of the
+        next window, and the stages before it make its items again.
+
+        ``repr``: ``sliding(3)``, ``sliding(3, step=2)``.
+
+        Raises, when called: ``TypeError: sliding: size=... must be an int``,
+        ``ValueError: sliding: size=... must be >= 1``, and the same two for ``step``.
+        """
+        size = check_int("sliding", "size", size, minimum=1)
+        step = check_int("sliding", "step", step, minimum=1)
+        return self._then(Sliding(size, step))
 
     # -- concurrent stages -----------------------------------------------------------
     def then(self, afn: Callable[[T], Awaitable[U]], /, *, stall_timeout: float | None = 60.0) -> Stream[U]:
