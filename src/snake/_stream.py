@@ -7,7 +7,7 @@ Every method validates its arguments where the user calls it and returns a new
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 
@@ -39,6 +39,7 @@ from ._ops.inline import (
 from ._ops.observe import Monitor, Progress
 from ._ops.order import Shard, Shuffle, resolve_shard
 from ._ops.parallel import Backend, ParMap, ParThen
+from ._ops.pipe import Pipe, check_pipe
 from ._ops.source import FromAsyncIterable, FromIterable
 from ._plan import Plan, plan
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
@@ -690,6 +691,89 @@ class Stream(Generic[T]):
                 stall_timeout=stall_timeout,
             )
         )
+
+    @overload
+    def pipe(self, fn: Callable[[Iterator[T]], Iterable[U]], /) -> Stream[U]: ...
+    @overload
+    def pipe(self, fn: Callable[[AsyncIterator[T]], AsyncIterable[U]], /) -> Stream[U]: ...
+    def pipe(self, fn: Callable[[Any], Any], /) -> Stream[Any]:
+        """A stage of your own: ``fn`` gets an iterator of the items and gives the stage's
+        items, as many as it likes, keeping whatever state it needs across items.
+
+        - **Sync**: ``fn(items)`` returns an iterable (a generator function, a class whose
+          instances iterate, ...); ``items`` is a plain iterator. It runs in a worker
+          thread of its own, off the event loop, so it may block and take its time.
+          Items cross to the thread and back in chunks: each time its input iterator has
+          given out the chunk it holds, the thread hands back the items ``fn`` made
+          meanwhile and takes the next chunk, in one round trip; made items also go back
+          once a chunk's worth (up to 1024) has piled up. So a generator that holds
+          back its items (a running window, a packer) gives them on as it takes input.
+        - **Async**: ``fn`` is an async generator function (``async def`` with
+          ``yield``; also a ``functools.partial`` of one, or an object whose
+          ``__call__`` is one), and ``items`` an async iterator. It runs in the stage's
+          trio task, so it must not block; it may await. trio's rule holds: it must not
+          ``yield`` inside a nursery or a cancel scope.
+
+        The stage ends when ``fn``'s iterable ends; input it did not take is left
+        (the stages before stop). Its items keep the order ``fn`` gives them in.
+
+        **Errors.** An exception from ``fn`` comes out unchanged, with the note ``snake:
+        raised in stage #i pipe(fn) on item index k``, ``k`` the last input it had taken
+        (no index if it had taken none).
+
+        **Stopping.** When the pipeline stops (``break``, an error elsewhere, a
+        cancellation, a ``take()`` after it that has its items), the generator is
+        closed: a sync one gets ``GeneratorExit`` where it waits, at a ``yield`` or in
+        ``next(items)``, in its thread; an async one is closed with ``aclose()``. Its
+        ``finally`` blocks and ``with`` blocks run. The stage waits for the thread to
+        finish, so a sync ``fn`` that is busy stops when it next takes an input or gives
+        an item.
+
+        **Statistics.** ``items_in`` counts the items handed to ``fn``'s input iterator
+        (a chunk at a time), ``items_out`` the items it gave; busy time is the stage's
+        time less its waits on the stages before and after it.
+
+        **Checkpoints.** A stage with ``fn`` in it resumes exactly when ``fn`` gives the
+        same items for the same input (no randomness without a fixed seed, no clock),
+        by one of two rules:
+
+        - A plain ``fn``: a resumed run calls ``fn`` again from the start of the epoch,
+          over the input from its start, and drops the items the consumer had. That
+          runs the stages before it again up to the checkpoint.
+        - An ``fn`` object with the methods ``state_dict()`` and
+          ``load_state_dict(state)`` (``__call__`` being the generator, its state kept
+          on the object, not in the generator's local variables): every run works on a
+          ``copy.deepcopy(fn)``, so the object you pass is never changed. Each time its
+          input iterator is about to take a new chunk, between two inputs, snake calls
+          ``state_dict()`` and keeps a copy. At that moment the state must hold all
+          that the object needs to give the rest of its items from the inputs still to
+          come (inputs it took and still needs included). A resumed run loads the
+          newest such state at or before the checkpoint into a fresh copy, calls it
+          over the input from there, and drops the items the consumer had: at most a
+          chunk of input runs again. The state goes into the checkpoint, so keep it
+          plain (ints, strings, lists, dicts: JSON turns tuples into lists).
+
+        A checkpoint of a pipeline with an ``ordered=False`` stage before a ``pipe``
+        raises ``ValueError`` (its input would come again in another order).
+
+        ``repr``: ``pipe(fn)``, an object by its class name.
+
+        Raises, when called:
+
+        - ``TypeError: pipe: fn=... is not callable``;
+        - ``TypeError: pipe: NAME is an async function that is not a generator; ...``;
+        - ``TypeError: pipe: fn=NAME has state_dict() but no load_state_dict(); give
+          it both, or neither`` (and the other way round);
+        - ``TypeError: pipe: fn=NAME has state_dict() and load_state_dict(), so every
+          run works on a copy of it, and copy.deepcopy() failed (...)``.
+
+        At run time, a sync ``fn`` that returns no iterable (an async generator from a
+        plain function, say) raises ``TypeError: pipe: NAME(items) returned
+        'async_generator', not an iterable ...``; an async one that returns no async
+        iterable, ``TypeError: pipe: NAME(items) returned '...', not an async iterable``.
+        """
+        is_async, stateful = check_pipe(fn)
+        return self._then(Pipe(fn, is_async, stateful))
 
     def on_error(self, mode: ErrorMode, /, *, max_errors: float | None = None) -> Stream[T]:
         """Set what the stage just before does when its function raises for an item.
