@@ -61,7 +61,11 @@ def check_pipe(fn: object) -> tuple[bool, bool]:
     if not callable(fn):
         raise TypeError(f"pipe: fn={fn!r} is not callable")
     target = _target(fn)
-    call = target if inspect.isfunction(target) or inspect.ismethod(target) else getattr(type(target), "__call__", None)
+    call = (
+        target
+        if inspect.isfunction(target) or inspect.ismethod(target)
+        else getattr(type(target), "__call__", None)
+    )
     if isinstance(target, type):
         call = None  # a class whose instances iterate: sync
     is_async = inspect.isasyncgenfunction(target) or inspect.isasyncgenfunction(call)
@@ -76,13 +80,14 @@ def check_pipe(fn: object) -> tuple[bool, bool]:
     has_load = callable(getattr(fn, "load_state_dict", None))
     if has_save != has_load:
         have, lack = ("state_dict", "load_state_dict") if has_save else ("load_state_dict", "state_dict")
-        raise TypeError(f"pipe: fn={describe_callable(fn)} has {have}() but no {lack}(); give it both, or neither")
+        name = describe_callable(type(fn))
+        raise TypeError(f"pipe: fn={name} has {have}() but no {lack}(); give it both, or neither")
     if has_save:
         try:
             copy.deepcopy(fn)
         except Exception as exc:
             raise TypeError(
-                f"pipe: fn={describe_callable(fn)} has state_dict() and load_state_dict(), so every run works "
+                f"pipe: fn={describe_callable(type(fn))} has state_dict() and load_state_dict(), so every run works "
                 f"on a copy of it, and copy.deepcopy() failed ({type(exc).__name__}: {exc})"
             ) from None
     return is_async, has_save
@@ -140,7 +145,10 @@ class Pipe(TaskSpec):
     stateful: bool = False
 
     def describe(self) -> str:
-        return f"pipe({describe_callable(self.fn)})"
+        fn = self.fn
+        if self.stateful:  # an object: by its class's name
+            return f"pipe({describe_callable(type(fn))})"
+        return f"pipe({describe_callable(fn)})"
 
     async def run(
         self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
@@ -202,6 +210,8 @@ class _Run:
         #: Outputs the generator gave (those dropped included) and those waiting to go.
         self.produced = 0
         self.out: Chunk = []
+        #: Sync: what stopped the thread's trip to the event loop (see ``_inputs``).
+        self.failed: BaseException | None = None
 
     def restore(self, entry: dict[str, Any]) -> None:
         self.discard = int(entry.get("discard", 0))
@@ -269,7 +279,9 @@ class _Run:
     async def drive_thread(self) -> None:
         limiter = trio.CapacityLimiter(1)
         try:
-            cancelled = await trio.to_thread.run_sync(self._thread, thread_name=f"snake {self.label}", limiter=limiter)
+            cancelled = await trio.to_thread.run_sync(
+                self._thread, thread_name=f"snake {self.label}", limiter=limiter
+            )
         except Exception as exc:
             add_note(exc, self.label, self.taken())
             raise
@@ -309,8 +321,16 @@ class _Run:
             out, self.out = self.out, []
             self.produced += len(out)
             call(self.put, out)
-        except (trio.Cancelled, GeneratorExit):
-            return True
+        except BaseException as exc:
+            # What stopped it on the event loop's side (a cancellation, or an error of the
+            # stages fused after it) comes first: the generator only saw GeneratorExit.
+            failed = self.failed if self.failed is not None else exc
+            self.failed = None
+            if isinstance(failed, trio.Cancelled):
+                return True
+            if failed is exc:
+                raise
+            raise failed from None  # its context would be the GeneratorExit
         finally:
             close = getattr(gen, "close", None)
             if close is not None:
@@ -324,11 +344,14 @@ class _Run:
         while True:
             out, self.out = self.out, []
             self.produced += len(out)
+            point = (self.produced, self.snapshot(fn)) if self.spec.stateful else None
             try:
-                point = (self.produced, self.snapshot(fn)) if self.spec.stateful else None
                 chunk = call(self.get, out, point)
-            except trio.Cancelled:
-                raise GeneratorExit from None  # as close() would: its finally blocks run
+            except BaseException as exc:
+                # Cancelled, or a stage fused after this one failed: not the generator's
+                # business. It is closed, as close() would (its finally blocks run).
+                self.failed = exc
+                raise GeneratorExit from None
             if chunk is None:
                 return
             yield from self._take(chunk)
