@@ -43,11 +43,15 @@ import trio
 from .._engine.chan import Chunk, Inbox, Outbox
 from .._engine.resume import Cut, Resumable
 from .._engine.spec import Fused, TaskSpec
-from .._engine.util import add_note, describe_callable, spawn
+from .._engine.util import CHUNK_CAP, add_note, describe_callable, spawn
 
 if TYPE_CHECKING:
     from .._engine.context import Context
     from .._engine.stats import StageCounters
+
+
+#: Items of input a sync ``pipe`` takes on one trip, when more than a chunk is ready.
+_GATHER = 4 * CHUNK_CAP
 
 
 def _target(fn: object) -> object:
@@ -210,6 +214,8 @@ class _Run:
         #: Outputs the generator gave (those dropped included) and those waiting to go.
         self.produced = 0
         self.out: Chunk = []
+        #: Sync: input chunks that are ready go to the thread together (up to ``_GATHER``).
+        self.gather = not spec.is_async
         #: Sync: what stopped the thread's trip to the event loop (see ``_inputs``).
         self.failed: BaseException | None = None
 
@@ -266,6 +272,16 @@ class _Run:
         counters.wait_up_s += time.perf_counter() - t0
         if chunk is None:
             return None
+        if self.gather:
+            # A trip to the thread costs far more than a chunk: take what else is ready.
+            while len(chunk) < _GATHER:
+                try:
+                    more = self.inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if more is None:
+                    break  # the next get() sees the end
+                chunk = chunk + more
         counters.items_in += len(chunk)
         return chunk
 
@@ -295,7 +311,9 @@ class _Run:
         """Run the generator to its end; True if it stopped for a cancellation."""
         fn = self.open_fn()
         gen: Any = None
-        cap = self.outbox.cap
+        # Outputs go back with the next input trip; on a trip of their own only past what
+        # a trip's input and a chunk make (a generator that gives more than it takes).
+        cap = _GATHER + self.outbox.cap
         call = trio.from_thread.run
         try:
             got = fn(self._inputs(fn))
@@ -379,19 +397,24 @@ class _Run:
             self.chunk, self.out, self.it = [], [], iter(())
 
     async def _pump(self, agen: AsyncIterator[Any]) -> None:
+        # Outputs wait in ``out`` while the stage's output buffer is not empty (its sender
+        # has not run yet): they go with the next input fetch, at a chunk's worth, or as
+        # soon as the buffer is empty, so that the stage never sits on them while the next
+        # stage waits.
         outbox = self.outbox
-        fused = self.fused
-        counters = self.counters
+        cap = outbox.cap
         async for y in agen:
             self.produced += 1
             if self.discard:
                 self.discard -= 1
                 continue
-            counters.items_out += 1
-            outbox.put(fused([y]))
-            if fused.done:
-                self.stop.cancel()
-            await outbox.wait_room()
+            out = self.out
+            out.append(y)
+            if len(out) >= cap or not len(outbox):
+                self.out = []
+                await self.put(out)
+        out, self.out = self.out, []
+        await self.put(out)
 
 
 class _AsyncInputs:
@@ -413,8 +436,9 @@ class _AsyncInputs:
                 return next(run.it)
             except StopIteration:
                 pass
+            out, run.out = run.out, []
             point = (run.produced, run.snapshot(self.fn)) if run.spec.stateful else None
-            chunk = await run.get([], point)
+            chunk = await run.get(out, point)
             if chunk is None:
                 raise StopAsyncIteration
             run._take(chunk)
