@@ -704,9 +704,10 @@ class Stream(Generic[T]):
           instances iterate, ...); ``items`` is a plain iterator. It runs in a worker
           thread of its own, off the event loop, so it may block and take its time.
           Items cross to the thread and back in chunks: each time its input iterator has
-          given out the chunk it holds, the thread hands back the items ``fn`` made
-          meanwhile and takes the next chunk, in one round trip; made items also go back
-          once a chunk's worth (up to 1024) has piled up. So a generator that holds
+          given out what it holds, the thread hands back the items ``fn`` made
+          meanwhile and takes the chunks that are ready (up to about 4096 items), in
+          one round trip; made items also go back on a trip of their own once about
+          5000 have piled up. So a generator that holds
           back its items (a running window, a packer) gives them on as it takes input.
         - **Async**: ``fn`` is an async generator function (``async def`` with
           ``yield``; also a ``functools.partial`` of one, or an object whose
@@ -744,13 +745,14 @@ class Stream(Generic[T]):
           ``load_state_dict(state)`` (``__call__`` being the generator, its state kept
           on the object, not in the generator's local variables): every run works on a
           ``copy.deepcopy(fn)``, so the object you pass is never changed. Each time its
-          input iterator is about to take a new chunk, between two inputs, snake calls
-          ``state_dict()`` and keeps a copy. At that moment the state must hold all
+          input iterator is about to take more input from snake (all the chunks that
+          are ready, up to about 4096 items for a sync ``fn``; a chunk for an async
+          one), between two inputs, snake calls ``state_dict()`` and keeps a copy. At that moment the state must hold all
           that the object needs to give the rest of its items from the inputs still to
           come (inputs it took and still needs included). A resumed run loads the
           newest such state at or before the checkpoint into a fresh copy, calls it
-          over the input from there, and drops the items the consumer had: at most a
-          chunk of input runs again. The state goes into the checkpoint, so keep it
+          over the input from there, and drops the items the consumer had: only the
+          input since that state runs again. The state goes into the checkpoint, so keep it
           plain (ints, strings, lists, dicts: JSON turns tuples into lists).
 
         A checkpoint of a pipeline with an ``ordered=False`` stage before a ``pipe``

@@ -6,8 +6,9 @@
   own (``trio.to_thread``, a private limiter of one), off the event loop. Items cross
   to the thread and back in chunks: when its input iterator has handed out the chunk it
   holds, the thread hands back the outputs made so far and takes the next input chunk,
-  in one round trip to the event loop; outputs also go back each time ``cap`` of them
-  have piled up. A cancelled stage waits for the thread, which stops at its next round
+  in one round trip to the event loop (with every other chunk that is ready, up to
+  ``_GATHER`` items); outputs also go back on a trip of their own when more than that
+  and a chunk have piled up. A cancelled stage waits for the thread, which stops at its next round
   trip: the generator gets ``GeneratorExit`` where it waits (in ``next(items)`` or at a
   ``yield``), so its ``finally`` blocks run, in its thread.
 - **Async** (an async generator function over an async iterator): it runs in the
@@ -21,8 +22,8 @@ state, and drops its first ``r - o`` outputs. A plain generator has one point, i
 start: a resumed stage runs it again over its input from the start of the epoch (the
 stages before it run again too) and drops the outputs the consumer had. A ``fn`` with
 ``state_dict()`` and ``load_state_dict(state)`` adds a point each time its input
-iterator is about to take a new chunk (between two inputs), so a resume reruns at most
-a chunk of input.
+iterator is about to take more input (between two inputs: a trip's worth, up to
+``_GATHER`` items, for a sync one), so a resume reruns only the input since then.
 """
 
 from __future__ import annotations
