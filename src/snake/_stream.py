@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 
@@ -33,12 +34,14 @@ from ._ops.inline import (
     OnError,
     PadBatch,
     Skip,
+    Sliding,
     Take,
 )
 from ._ops.observe import Monitor, Progress
 from ._ops.order import Shard, Shuffle, resolve_shard
 from ._ops.pack import Fit, Pack, TooLong, check_pack
 from ._ops.parallel import Backend, ParMap, ParThen
+from ._ops.pipe import Pipe, check_pipe
 from ._ops.source import FromAsyncIterable, FromIterable
 from ._plan import Plan, plan
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
@@ -183,7 +186,7 @@ class Stream(Generic[T]):
         """``fn(item)`` for every item. ``fn`` must be sync.
 
         An inline stage, as are ``filter``, ``flat_map``, ``enumerate``, ``take``,
-        ``skip``, ``batch``, ``pad_batch`` and ``bucket_by_length``: it has no task of its
+        ``skip``, ``batch``, ``pad_batch``, ``bucket_by_length`` and ``sliding``: it has no task of its
         own, but is fused into the task of the stage before it and applied to whole
         chunks, keeping the order of the items. It runs on the trio event loop, so a slow
         ``fn`` delays every task of the pipeline: move slow work to :meth:`par_map`. An
@@ -454,6 +457,31 @@ class Stream(Generic[T]):
         buffer = check_int("pack", "buffer", buffer, minimum=1)
         check_pack(fit, too_long, pad_value)
         return self._then(Pack(length, buffer, fit, too_long, pad_value))
+    def sliding(self, size: int, /, *, step: int = 1) -> Stream[tuple[T, ...]]:
+        """Windows of ``size`` consecutive items, as tuples, one every ``step`` items.
+
+        Window ``w`` holds the items ``w*step`` to ``w*step + size - 1``:
+        ``sliding(3)`` of ``0, 1, 2, 3, 4`` gives ``(0, 1, 2), (1, 2, 3), (2, 3, 4)``;
+        ``sliding(2, step=3)`` of ``0 ... 6`` gives ``(0, 1), (3, 4)``. A window is
+        given only when all its ``size`` items have come: a stream shorter than
+        ``size`` gives none, and the items after the last full window are dropped
+        (as ``more_itertools.sliding_window`` does; nothing is padded). With ``step >
+        size`` the items between windows are dropped. For ``n`` items it gives
+        ``(n - size) // step + 1`` windows (0 when ``n < size``).
+
+        An inline stage; it holds up to ``size - 1`` items between chunks (the start of
+        the next window). Windows share their items: a window is a new tuple, its items
+        are not copied. A checkpoint inside the stream resumes at the first item of the
+        next window, and the stages before it make its items again.
+
+        ``repr``: ``sliding(3)``, ``sliding(3, step=2)``.
+
+        Raises, when called: ``TypeError: sliding: size=... must be an int``,
+        ``ValueError: sliding: size=... must be >= 1``, and the same two for ``step``.
+        """
+        size = check_int("sliding", "size", size, minimum=1)
+        step = check_int("sliding", "step", step, minimum=1)
+        return self._then(Sliding(size, step))
 
     # -- concurrent stages -----------------------------------------------------------
     def then(self, afn: Callable[[T], Awaitable[U]], /, *, stall_timeout: float | None = 60.0) -> Stream[U]:
@@ -767,6 +795,91 @@ class Stream(Generic[T]):
                 ray_options=ray_options,
             )
         )
+
+    @overload
+    def pipe(self, fn: Callable[[Iterator[T]], Iterable[U]], /) -> Stream[U]: ...
+    @overload
+    def pipe(self, fn: Callable[[AsyncIterator[T]], AsyncIterable[U]], /) -> Stream[U]: ...
+    def pipe(self, fn: Callable[[Any], Any], /) -> Stream[Any]:
+        """A stage of your own: ``fn`` gets an iterator of the items and gives the stage's
+        items, as many as it likes, keeping whatever state it needs across items.
+
+        - **Sync**: ``fn(items)`` returns an iterable (a generator function, a class whose
+          instances iterate, ...); ``items`` is a plain iterator. It runs in a worker
+          thread of its own, off the event loop, so it may block and take its time.
+          Items cross to the thread and back in chunks: each time its input iterator has
+          given out what it holds, the thread hands back the items ``fn`` made
+          meanwhile and takes the chunks that are ready (up to about 4096 items), in
+          one round trip; made items also go back on a trip of their own once about
+          5000 have piled up. So a generator that holds
+          back its items (a running window, a packer) gives them on as it takes input.
+        - **Async**: ``fn`` is an async generator function (``async def`` with
+          ``yield``; also a ``functools.partial`` of one, or an object whose
+          ``__call__`` is one), and ``items`` an async iterator. It runs in the stage's
+          trio task, so it must not block; it may await. trio's rule holds: it must not
+          ``yield`` inside a nursery or a cancel scope.
+
+        The stage ends when ``fn``'s iterable ends; input it did not take is left
+        (the stages before stop). Its items keep the order ``fn`` gives them in.
+
+        **Errors.** An exception from ``fn`` comes out unchanged, with the note ``snake:
+        raised in stage #i pipe(fn) on item index k``, ``k`` the last input it had taken
+        (no index if it had taken none).
+
+        **Stopping.** When the pipeline stops (``break``, an error elsewhere, a
+        cancellation, a ``take()`` after it that has its items), the generator is
+        closed: a sync one gets ``GeneratorExit`` where it waits, at a ``yield`` or in
+        ``next(items)``, in its thread; an async one is closed with ``aclose()``. Its
+        ``finally`` blocks and ``with`` blocks run. The stage waits for the thread to
+        finish, so a sync ``fn`` that is busy stops when it next takes an input or gives
+        an item.
+
+        **Statistics.** ``items_in`` counts the items handed to ``fn``'s input iterator
+        (a chunk at a time), ``items_out`` the items it gave; busy time is the stage's
+        time less its waits on the stages before and after it.
+
+        **Checkpoints.** A stage with ``fn`` in it resumes exactly when ``fn`` gives the
+        same items for the same input (no randomness without a fixed seed, no clock),
+        by one of two rules:
+
+        - A plain ``fn``: a resumed run calls ``fn`` again from the start of the epoch,
+          over the input from its start, and drops the items the consumer had. That
+          runs the stages before it again up to the checkpoint.
+        - An ``fn`` object with the methods ``state_dict()`` and
+          ``load_state_dict(state)`` (``__call__`` being the generator, its state kept
+          on the object, not in the generator's local variables): every run works on a
+          ``copy.deepcopy(fn)``, so the object you pass is never changed. Each time its
+          input iterator is about to take more input from snake (all the chunks that
+          are ready, up to about 4096 items for a sync ``fn``; a chunk for an async
+          one), between two inputs, snake calls ``state_dict()`` and keeps a copy. At that moment the state must hold all
+          that the object needs to give the rest of its items from the inputs still to
+          come (inputs it took and still needs included). A resumed run loads the
+          newest such state at or before the checkpoint into a fresh copy, calls it
+          over the input from there, and drops the items the consumer had: only the
+          input since that state runs again. The state goes into the checkpoint, so keep it
+          plain (ints, strings, lists, dicts: JSON turns tuples into lists).
+
+        A checkpoint of a pipeline with an ``ordered=False`` stage before a ``pipe``
+        raises ``ValueError`` (its input would come again in another order).
+
+        ``repr``: ``pipe(fn)``, an object by its class name.
+
+        Raises, when called:
+
+        - ``TypeError: pipe: fn=... is not callable``;
+        - ``TypeError: pipe: NAME is an async function that is not a generator; ...``;
+        - ``TypeError: pipe: fn=NAME has state_dict() but no load_state_dict(); give
+          it both, or neither`` (and the other way round);
+        - ``TypeError: pipe: fn=NAME has state_dict() and load_state_dict(), so every
+          run works on a copy of it, and copy.deepcopy() failed (...)``.
+
+        At run time, a sync ``fn`` that returns no iterable (an async generator from a
+        plain function, say) raises ``TypeError: pipe: NAME(items) returned
+        'async_generator', not an iterable ...``; an async one that returns no async
+        iterable, ``TypeError: pipe: NAME(items) returned '...', not an async iterable``.
+        """
+        is_async, stateful = check_pipe(fn)
+        return self._then(Pipe(fn, is_async, stateful))
 
     def on_error(self, mode: ErrorMode, /, *, max_errors: float | None = None) -> Stream[T]:
         """Set what the stage just before does when its function raises for an item.

@@ -29,6 +29,11 @@ EXAMPLES = ROOT / "examples"
 EXPECTED: dict[str, tuple[str, ...]] = {
     # fib(20), fib(21), fib(22): the first three items, in input order.
     "seed.py": ("6765\n10946\n17711\n",),
+    "sliding.py": ("[(0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 6)]\n[(0, 1), (3, 4)]\n[]\n", "[4.5, 6.25, 7.25]"),
+    "pipe_stage.py": (
+        "[[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16]]\n[3, 1, 2, 4]\n",
+        "[2500.0, 2500.5] state: ['n', 'total'] taken at input <= 5000: True\nresumed: 2501.0 2501.5\n",
+    ),
     "sync_loop.py": ("trained on 128 batches of shape (32, 64)",),
     "bottleneck.py": ("snake report: 50 items in ", "bottleneck: #2 par_map(decode, workers=2): workers busy"),
     "errors.py": (

@@ -95,6 +95,12 @@ def state_dict(ctx: Context, received: int) -> dict[str, Any]:
                 "in their order, and a stage before it gives its items in another order "
                 "(ordered=False); put that stage after it, or make it ordered"
             )
+        if ctx.resumables[i].replays and any(ctx.resumables[k].unordered for k in range(i)):
+            raise ValueError(
+                f"state_dict(): {ctx.labels[i]} would run again over its input and drop the outputs "
+                "already given, which needs that input in the same order, and a stage before it gives "
+                "its items in another order (ordered=False); put that stage after it, or make it ordered"
+            )
     refills = _refills(ctx, walk)
     stages = []
     for i, (r, cut, mode) in enumerate(walk):

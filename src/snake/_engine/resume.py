@@ -72,6 +72,10 @@ class Resumable:
     passes_refill: bool = True
     #: True for a stage whose outputs come in another order than its inputs.
     unordered: bool = False
+    #: True for a stage that, resumed, runs its function again over inputs before the
+    #: checkpoint and drops outputs by count (a ``pipe``): exact only if those inputs
+    #: come again in the same order.
+    replays: bool = False
 
     def cut(self, r: int) -> Cut:
         """How to resume to give outputs ``r``, ``r + 1``, ... again."""

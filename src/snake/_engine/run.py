@@ -81,7 +81,8 @@ class Items(ChunkReader[T], trio.abc.ReceiveChannel[T]):
         Raises ``ValueError`` for a pipeline whose ``ordered=False`` stage comes before
         a stage that must pick held items out of its input again (a ``shuffle`` after a
         ``flat_map``): their order is not reproducible. Put the unordered stage after
-        it, or make it ordered.
+        it, or make it ordered. The same for an ``ordered=False`` stage before a
+        :meth:`~Stream.pipe`, which runs again over its input on resume.
         """
         return checkpoint.state_dict(self._ctx, self._delivered())
 

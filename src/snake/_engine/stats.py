@@ -154,6 +154,7 @@ class StageStatistics:
     #: Items the stage has received: for the source, the items it has read; for
     #: ``then``, ``par_then`` and ``par_map``, the items taken into calls so far, those
     #: in progress included; for ``prefetch``, the items of the chunks it has received;
+    #: for ``pipe``, the items of the chunks handed to its function's input iterator;
     #: for an inline stage, the items it has consumed (``take(n)`` counts only the items
     #: it kept, and ``skip(n)`` reports 0).
     items_in: int

@@ -406,6 +406,61 @@ class _BatchOp(Op):
         self.batches = int(entry["at"])
 
 
+class _SlidingOp(Op):
+    """Windows of ``size`` consecutive items, one every ``step`` items.
+
+    Window ``w`` holds inputs ``w*step`` to ``w*step + size - 1``. The operator keeps
+    the inputs from the start of the next window on (at most ``size - 1`` of them
+    between chunks); for checkpoints, window ``r`` is made again from input
+    ``r*step`` on, as a ``batch`` remakes a partial batch.
+    """
+
+    __slots__ = ("base", "buf", "size", "step")
+
+    passes_refill = False
+
+    def __init__(self, label: str, size: int, step: int) -> None:
+        super().__init__(label)
+        self.size = size
+        self.step = step
+        #: The inputs from number ``base`` on that a window still needs.
+        self.buf: Chunk = []
+        self.base = 0
+
+    def __call__(self, chunk: Chunk) -> Chunk:
+        size, step = self.size, self.step
+        buf = self.buf + chunk if self.buf else chunk
+        base = self.base
+        self.seen += len(chunk)
+        start = self.emitted * step - base  # where the next window starts in buf
+        stop = len(buf) - size + 1
+        out = [tuple(buf[i : i + size]) for i in range(start, stop, step)] if start < stop else []
+        nxt = start + len(out) * step
+        if nxt < len(buf):
+            self.buf = buf[nxt:] if nxt else (buf if buf is not chunk else list(chunk))
+            self.base = base + nxt
+        else:  # the next window starts past what came (step > size): keep nothing
+            self.buf = []
+            self.base = self.seen
+        return out
+
+    def demand(self, downstream: int | None) -> int | None:
+        if downstream is None:
+            return None
+        if downstream <= 0:
+            return 0
+        last = (self.emitted + downstream - 1) * self.step + self.size  # inputs the last one needs
+        return max(0, last - self.seen)
+
+    def cut(self, r: int) -> Cut:
+        return Cut(r * self.step)
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        super().restore(entry)
+        self.base = self.seen
+        self.emitted = int(entry["at"])  # window numbers go on from the checkpoint's
+
+
 def batch_note(
     exc: BaseException, label: str, collate: object, b: int, indices: Sequence[int]
 ) -> None:
@@ -690,6 +745,21 @@ class Batch(InlineSpec):
         if collate == "default":
             collate = Collator("batch")  # one per run: it owns the buffer pools
         return _BatchOp(label, self.size, self.drop_last, collate)
+
+
+@attrs.frozen
+class Sliding(InlineSpec):
+    size: int
+    step: int = 1
+
+    def describe(self) -> str:
+        return f"sliding({self.size}{f', step={self.step}' if self.step != 1 else ''})"
+
+    def out_length(self, n: int) -> int | None:
+        return 0 if n < self.size else (n - self.size) // self.step + 1
+
+    def make(self, label: str) -> Op:
+        return _SlidingOp(label, self.size, self.step)
 
 
 @attrs.frozen
