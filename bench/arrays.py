@@ -6,7 +6,7 @@ delivered (array bytes / wall time from open() to the last batch), the same with
 the shared-memory transport turned off (pickle over the pipe), and a memcpy of
 the same bytes into batch buffers measured in the same run.
 
-    python bench/arrays.py            # floor (issue #3): >= 5 GB/s
+    python bench/arrays.py            # floor: >= 5 GB/s
     python bench/arrays.py --quick    # 64 items
 """
 

@@ -13,7 +13,7 @@ Every line is measured in the same run, on the same items:
   consumer drops each batch at once. The first batches (the pool filling up) are left out;
 - ``torch default_collate``, if torch is importable.
 
-Floors (issue #4): ``batch()`` >= 0.8x memcpy and >= 4x ``np.stack``. A variable-length case
+Floors: ``batch()`` >= 0.8x memcpy and >= 4x ``np.stack``. A variable-length case
 follows: 256 int64 sequences of 1-512 tokens, ``pad_batch()`` against a NumPy loop.
 """
 

@@ -3,7 +3,7 @@
     python bench/overhead.py           # 1,000,000 items
     python bench/overhead.py --quick   # 20,000 items (the tests run this)
 
-Floors (issue #2): 3 fused maps with sync iteration >= 0.5x the generator chain's
+Floors: 3 fused maps with sync iteration >= 0.5x the generator chain's
 items/s; par_then with a trivial async function >= 300,000 items/s.
 """
 

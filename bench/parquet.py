@@ -26,7 +26,7 @@ Measured, in the same run: rows/s of
 Each snake figure is a ``for`` loop consuming the stream to the end, wall time from the
 start of the loop (workers starting included).
 
-    python bench/parquet.py            # floor (issue #5): (b) >= 1.8x the loop
+    python bench/parquet.py            # floor: (b) >= 1.8x the loop
     python bench/parquet.py --quick    # ~20 MB, used by the tests
 """
 

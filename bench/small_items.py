@@ -5,7 +5,7 @@
 time from open() to the first item of a par_map pipeline (workers start while
 the source produces), cold (new workers) and warm (a WorkerPool).
 
-    python bench/small_items.py           # floor (issue #3): >= 200,000 items/s
+    python bench/small_items.py           # floor: >= 200,000 items/s
     python bench/small_items.py --quick   # 20,000 items
 """
 
