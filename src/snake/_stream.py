@@ -22,6 +22,7 @@ from ._engine.util import check_bool, check_callable, check_importable, check_in
 from ._ops.buffer import Prefetch
 from ._ops.combine import Chain, Mix, Repeat, Zip
 from ._ops.files import FromFiles, FromParquet, ParquetFilter, check_filters, resolve_paths
+from ._ops.huggingface import FromHuggingFace
 from ._ops.inline import (
     Batch,
     BucketByLength,
@@ -784,7 +785,8 @@ class Stream(Generic[T]):
         ``then``, ``par_then``, ``par_map``, ``enumerate``, ``shuffle``, ``prefetch``,
         ``take``, ``skip``, ``shard``, ``monitor``, ``progress``).
 
-        **At the source.** Directly after :func:`from_parquet` or :func:`from_files` (no
+        **At the source.** Directly after :func:`from_parquet`, :func:`from_huggingface`
+        (whose pieces are record batches or row groups) or :func:`from_files` (no
         stage between), ``shard()`` is done by the source: the rows of the epoch's row
         groups (in file order, or shuffled by ``shuffle_row_groups``), laid end to end,
         are cut into ``world_size`` contiguous shares, and rank ``r`` reads only the row
@@ -823,7 +825,7 @@ class Stream(Generic[T]):
         r, w = resolve_shard(rank, world_size)
         check_bool("shard", "equal", equal)
         source = self._specs[0]
-        if isinstance(source, (FromParquet, FromFiles)):
+        if isinstance(source, (FromParquet, FromFiles, FromHuggingFace)):
             if source.shuffle and source.seed is None and w > 1:
                 raise ValueError(
                     f"shard: {source.describe()} shuffles with fresh entropy, a different order "
@@ -1350,6 +1352,118 @@ def from_parquet(
         preload_in_workers("pyarrow.parquet")
     return Stream(
         (FromParquet(resolved, cols, batch_rows, rows, readers, filt, shuffle_row_groups, seed, read),)
+    )
+
+
+def from_huggingface(
+    dataset: Any,
+    /,
+    *,
+    split: str | None = None,
+    columns: Sequence[str] | None = None,
+    decode: bool = True,
+    workers: int | None = None,
+    backend: Literal["process", "thread"] = "process",
+    shuffle_row_groups: bool = False,
+    seed: int | None = None,
+    read: bool = True,
+) -> Stream[dict[str, Any]]:
+    """The rows of a Hugging Face dataset, as dicts, read and decoded in parallel
+    from the dataset's own files.
+
+    ``dataset`` is a ``datasets.Dataset`` (its ``cache_files``: the Arrow files
+    that ``load_from_disk``, ``load_dataset`` or ``map`` wrote), a ``DatasetDict``
+    (with ``split=``), the path of a directory written by ``save_to_disk`` (of a
+    ``Dataset``, or of a ``DatasetDict`` with ``split=``), or the path of a
+    directory of Parquet shards laid out as on the Hub (``train-00000-of-00004.parquet``,
+    ``data/train-*.parquet``, ``train/0000.parquet``: the splits are found by the
+    rules of ``datasets``; ``split=`` picks one, and may be left out when there is
+    one). The files are found when ``from_huggingface`` is called; only their sizes
+    are read in the main process, when the stream runs.
+
+    The rows are cut into *pieces*: the record batches of the Arrow files (as
+    ``datasets`` wrote them: up to 1,000 rows, 100 for images and audio), or the
+    row groups of the Parquet shards. Each piece is read and decoded in one of
+    ``workers`` ``par_map`` workers (processes, or threads with
+    ``backend="thread"``), and the rows come out in the dataset's order. Decoding
+    is the dataset's ``Features.decode_example``: an ``Image`` column gives a
+    ``PIL.Image.Image``, an ``Audio`` column a dict of samples and sampling rate,
+    a ``ClassLabel`` an int, as indexing the dataset does. With ``decode=False``
+    the rows are as stored (an ``Image`` is ``{'bytes': b'...', 'path': ...}``).
+    For a Parquet directory, the features are those that ``datasets`` wrote into
+    the first shard's schema, else what ``Features.from_arrow_schema`` infers.
+
+    - ``columns``: read only these.
+    - ``shuffle_row_groups=True``: the pieces in a random order drawn from
+      ``(seed, epoch)``, as :func:`from_parquet` does with its row groups; rows
+      within a piece keep their order (follow with :meth:`Stream.shuffle`).
+    - ``read=False``: yield one :class:`HuggingFacePiece` handle per piece
+      instead, and read them in your own ``par_map``, with your transforms after
+      the decoding, then ``flat_map``: the decoded rows never pass through the
+      main process. ``workers`` and ``backend`` do not apply.
+
+    :meth:`Stream.shard` directly after ``from_huggingface`` shards at the source,
+    by rows, as for :func:`from_parquet`. The stream is sized (``progress()`` and
+    ``shard(equal=True)`` know its rows), and takes part in checkpoints: a resumed
+    stream reads again only the piece of the checkpoint, from its row.
+
+    ``datasets`` is optional: ``import snake`` never imports it.
+
+    ``repr``: ``from_huggingface('data/cats', split='train', workers=4)``, or
+    ``from_huggingface(<Dataset 250 rows>, workers=2, shuffle_row_groups=True,
+    seed=0).shard(rank=0, world_size=2)``.
+
+    At run time, a piece that cannot be read raises pyarrow's error with the note
+    ``snake: while reading the Arrow file '...', record batch N`` (or the notes of
+    :func:`from_parquet`); a value that cannot be decoded (a broken image) raises
+    the decoder's error, with the notes of the ``par_map`` stage.
+
+    Raises, when called:
+
+    - ``ImportError: from_huggingface needs the Hugging Face datasets package: pip
+      install "snake[huggingface]" (or pip install datasets)``;
+    - ``FileNotFoundError: from_huggingface: no such directory``, with the path;
+    - ``TypeError: from_huggingface: ... must be a datasets.Dataset, a
+      DatasetDict, or the path of a directory (save_to_disk's, or Parquet
+      shards)``, and for an ``IterableDataset`` (``streaming=True``), which has
+      no files;
+    - ``ValueError: from_huggingface: <Dataset 250 rows> is held in memory, not
+      in files, ...`` (a dataset made by ``from_dict`` and not saved);
+    - ``ValueError: from_huggingface: ... has an indices mapping ...; call
+      .flatten_indices() first`` (after ``select``, ``shuffle``, ``filter``);
+    - ``ValueError: from_huggingface: ... differs from its files ...`` (sliced,
+      renamed, cast, or with columns added in memory);
+    - ``ValueError: from_huggingface: ... has the splits ['test', 'train']; pass
+      split= to choose one``, ``ValueError: from_huggingface: split='dev' is not
+      one of the splits of ...``, ``ValueError: from_huggingface: '...' holds no
+      Parquet files``;
+    - ``TypeError: from_huggingface: columns=... must be a list of column
+      names``, ``ValueError: from_huggingface: columns=['nope']: 'nope' is not a
+      column of ...``;
+    - ``TypeError: from_huggingface: NAME=... must be a bool`` for ``decode``,
+      ``shuffle_row_groups`` and ``read``; the ``workers`` and ``backend`` errors
+      of :meth:`Stream.par_map`; ``ValueError: from_huggingface: seed=1 only
+      applies with shuffle_row_groups=True``, and the seed errors of
+      :meth:`Stream.shuffle`.
+    """
+    from ._ops.huggingface import Found, check_columns, resolve
+
+    method = "from_huggingface"
+    check_bool(method, "decode", decode)
+    check_bool(method, "shuffle_row_groups", shuffle_row_groups)
+    check_bool(method, "read", read)
+    seed = check_seed(method, seed)
+    if seed is not None and not shuffle_row_groups:
+        raise ValueError(f"{method}: seed={seed!r} only applies with shuffle_row_groups=True")
+    workers = check_int(method, "workers", default_workers() if workers is None else workers, minimum=1)
+    if backend not in _BACKENDS:
+        raise ValueError(f"{method}: backend={backend!r} must be one of {_BACKENDS}")
+    found: Found = resolve(method, dataset, split)
+    cols = check_columns(method, columns, found)
+    # The workers read with pyarrow: the launcher imports it once, so no worker pays for it.
+    preload_in_workers("pyarrow.parquet", "datasets")
+    return Stream(
+        (FromHuggingFace(found, cols, decode, workers, backend, shuffle_row_groups, seed, read, split),)
     )
 
 
