@@ -1085,6 +1085,99 @@ class Stream(Generic[T]):
         with self.open_sync() as items:
             return list(items)
 
+    def write_parquet(
+        self,
+        directory: str | os.PathLike[str],
+        /,
+        *,
+        max_shard_size: int | str = "500MB",
+        split: str | None = "train",
+        features: Any = None,
+        row_group_rows: int = 1000,
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> list[str]:
+        """Run the pipeline (with :meth:`open_sync`, as :meth:`to_list`) and write its
+        items to Parquet shards in ``directory``, named as on the Hugging Face Hub:
+        ``train-00000-of-00003.parquet``, ... (``00000-of-00003.parquet`` with
+        ``split=None``). Returns the shards' paths, in order.
+
+        The items are rows (dicts of column values) or pyarrow ``RecordBatch`` /
+        ``Table`` objects (:func:`from_parquet` with ``rows=False``). The columns'
+        types come from ``features`` (a ``datasets.Features``, whose rows are
+        encoded by ``Features.encode_example``, so an ``Image`` column takes
+        ``PIL`` images, and whose schema is stored in the shards so that
+        ``datasets`` and :func:`from_huggingface` decode them; or a
+        ``pyarrow.Schema``), else from the first row group. Binary columns are
+        stored as they are; an Image or Audio struct ``{'bytes': None, 'path':
+        FILE}`` gets the file's bytes embedded (its path cut to the file name), so
+        the shards stand alone.
+
+        Row groups hold ``row_group_rows`` rows (1,000 by default), or fewer once
+        their bytes and strings reach 64 MiB. A shard is closed after the row group
+        that brings it to ``max_shard_size`` bytes on disk (so it may pass that by
+        one row group); ``max_shard_size`` is an int or a str: ``"500MB"`` (units
+        of 1000: B, KB, MB, GB, TB) or ``"1GiB"`` (of 1024: KiB, MiB, GiB, TiB).
+
+        Each shard is written under a hidden temporary name (``.train-00003-….parquet.tmp``)
+        and flushed to disk when it is full; all of them are renamed to their
+        final names when the stream ends and their number is known. A crash
+        (a killed process, a power cut) never leaves a file under a final name
+        that is not complete; an exception removes the temporary files and comes
+        out unchanged. Existing shards of ``split`` in ``directory`` make it raise
+        ``FileExistsError`` before anything runs, unless ``overwrite=True`` (then
+        they are removed once the new shards are in place).
+
+        ``progress=True`` adds :meth:`progress` (a tqdm bar of the rows) before
+        writing. The rows are turned into Parquet in the calling thread while the
+        pipeline runs ahead. From trio code, call it in a thread:
+        ``await trio.to_thread.run_sync(functools.partial(stream.write_parquet, "out"))``.
+
+        Raises, when called:
+
+        - ``TypeError: write_parquet: directory=... must be a str path``;
+        - ``TypeError: write_parquet: max_shard_size=... must be a number of bytes
+          or a str such as '500MB'``, ``ValueError: write_parquet:
+          max_shard_size='500 MBs' is not a size: ...``, ``ValueError:
+          write_parquet: max_shard_size=0 must be at least 1 byte``;
+        - ``ValueError: write_parquet: split='a/b' must be a name of letters,
+          digits, '_' and '.', or None``;
+        - ``TypeError: write_parquet: features=... must be a datasets.Features, a
+          pyarrow.Schema or None``;
+        - ``TypeError``/``ValueError`` for ``row_group_rows`` (``must be an int``,
+          ``must be >= 1``); ``TypeError: write_parquet: NAME=... must be a bool``
+          for ``progress`` and ``overwrite``;
+        - ``FileExistsError: write_parquet: '...' already holds shards of split
+          'train' (...); pass overwrite=True to replace them``.
+
+        While it runs: ``TypeError: write_parquet: item 3 is a list, not a row
+        ...``, and ``TypeError: write_parquet: rows 1000..1999 have the schema
+        {...}, which does not fit the schema {...} of the rows before them or of
+        features= ...``.
+        """
+        from ._ops.write import ShardWriter, check_features, check_split, parse_size, write_rows
+
+        method = "write_parquet"
+        if not isinstance(directory, (str, os.PathLike)) or not isinstance(os.fspath(directory), str):
+            raise TypeError(f"{method}: directory={directory!r} must be a str path")
+        path = str(os.fspath(directory))
+        max_bytes = parse_size(method, "max_shard_size", max_shard_size)
+        split = check_split(method, split)
+        features = check_features(method, features)
+        row_group_rows = check_int(method, "row_group_rows", row_group_rows, minimum=1)
+        check_bool(method, "progress", progress)
+        check_bool(method, "overwrite", overwrite)
+        os.makedirs(path, exist_ok=True)
+        writer = ShardWriter(path, split, max_bytes, row_group_rows, features, overwrite)
+        existing = writer.existing()
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{method}: {path!r} already holds shards of split {split!r} ({existing[0]}, ...); "
+                "pass overwrite=True to replace them"
+            )
+        stream = self.progress(desc=f"write_parquet {split or ''}".rstrip()) if progress else self
+        with stream.open_sync() as items:
+            return write_rows(items, writer)
 
 def from_iterable(iterable: Iterable[T] | Callable[[], Iterable[T]], /) -> Stream[T]:
     """A stream of the items of a sync iterable, or of the iterable a function of no

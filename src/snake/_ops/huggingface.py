@@ -121,9 +121,9 @@ def _pick_split(method: str, splits: Sequence[str], split: str | None, what: str
     if split is None:
         if len(splits) == 1:
             return splits[0]
-        raise ValueError(f"{method}: {what} has the splits {list(splits)}; pass split= to choose one")
+        raise ValueError(f"{method}: {what} has the splits {sorted(splits)}; pass split= to choose one")
     if split not in splits:
-        raise ValueError(f"{method}: split={split!r} is not one of the splits of {what}: {list(splits)}")
+        raise ValueError(f"{method}: split={split!r} is not one of the splits of {what}: {sorted(splits)}")
     return split
 
 
