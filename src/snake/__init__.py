@@ -12,10 +12,12 @@ from ._engine.stats import StageStatistics as StageStatistics
 from ._engine.util import publish as _publish
 from ._ops.files import ParquetRowGroup as ParquetRowGroup
 from ._ops.files import read_bytes as read_bytes
+from ._ops.huggingface import HuggingFacePiece as HuggingFacePiece
 from ._stream import Stream as Stream
 from ._stream import chain as chain
 from ._stream import from_async_iterable as from_async_iterable
 from ._stream import from_files as from_files
+from ._stream import from_huggingface as from_huggingface
 from ._stream import from_iterable as from_iterable
 from ._stream import from_parquet as from_parquet
 from ._stream import mix as mix
@@ -26,6 +28,7 @@ from ._workers.pool import WorkerPoolStatistics as WorkerPoolStatistics
 __version__ = "0.1.0"
 
 __all__ = [
+    "HuggingFacePiece",
     "Items",
     "ParquetRowGroup",
     "PipelineStatistics",
@@ -40,6 +43,7 @@ __all__ = [
     "current_epoch",
     "from_async_iterable",
     "from_files",
+    "from_huggingface",
     "from_iterable",
     "from_parquet",
     "kernels",

@@ -5,7 +5,7 @@ stages that run, and notes each choice it made, so that ``statistics().plan`` an
 report can say which fast paths a pipeline takes and why one is not taken:
 
 - ``on_error(...)`` is bound to the stage just before it;
-- ``shard()`` right after ``from_parquet`` or ``from_files`` is done by the source
+- ``shard()`` right after ``from_parquet``, ``from_huggingface`` or ``from_files`` is done by the source
   itself: each rank reads only the row groups (files) that hold its share;
 - a process ``par_map`` right before ``batch(n)`` with the default collate has its
   workers write their results straight into the batch's shared-memory slabs, when it
@@ -26,6 +26,7 @@ import attrs
 from ._engine.spec import InlineSpec, Spec, known_length
 from ._ops.combine import Chain, Mix, Repeat, Zip
 from ._ops.files import FromFiles, FromParquet, SourceShard
+from ._ops.huggingface import FromHuggingFace
 from ._ops.inline import Batch, OnError
 from ._ops.order import Shard
 from ._ops.parallel import ParMap
@@ -87,9 +88,9 @@ def _push_shard(specs: list[Spec], notes: list[str]) -> list[Spec]:
     if len(specs) < 2 or not isinstance(specs[1], Shard):
         return specs
     source, shard = specs[0], specs[1]
-    if not isinstance(source, (FromParquet, FromFiles)) or source.shard is not None:
+    if not isinstance(source, (FromParquet, FromFiles, FromHuggingFace)) or source.shard is not None:
         return specs
-    what = "row groups" if isinstance(source, FromParquet) else "files"
+    what = "files" if isinstance(source, FromFiles) else "row groups"
     pushed = attrs.evolve(source, shard=SourceShard(shard.rank, shard.world_size, shard.equal))
     notes.append(
         f"{shard.describe()} is done by {source.describe()}: rank {shard.rank} reads only the "

@@ -31,6 +31,7 @@ from ._engine.util import check_bool, check_callable, check_importable, check_in
 from ._ops.buffer import Prefetch
 from ._ops.combine import ON_EXHAUSTED, Chain, Mix, Repeat, Zip, check_weights
 from ._ops.files import FromFiles, FromParquet, ParquetFilter, check_filters, resolve_paths
+from ._ops.huggingface import FromHuggingFace
 from ._ops.inline import (
     Batch,
     BucketByLength,
@@ -1009,7 +1010,8 @@ class Stream(Generic[T]):
         ``then``, ``par_then``, ``par_map``, ``enumerate``, ``shuffle``, ``prefetch``,
         ``take``, ``skip``, ``shard``, ``monitor``, ``progress``).
 
-        **At the source.** Directly after :func:`from_parquet` or :func:`from_files` (no
+        **At the source.** Directly after :func:`from_parquet`, :func:`from_huggingface`
+        (whose pieces are record batches or row groups) or :func:`from_files` (no
         stage between), ``shard()`` is done by the source: the rows of the epoch's row
         groups (in file order, or shuffled by ``shuffle_row_groups``), laid end to end,
         are cut into ``world_size`` contiguous shares, and rank ``r`` reads only the row
@@ -1048,7 +1050,7 @@ class Stream(Generic[T]):
         r, w = resolve_shard(rank, world_size)
         check_bool("shard", "equal", equal)
         source = self._specs[0]
-        if isinstance(source, (FromParquet, FromFiles)):
+        if isinstance(source, (FromParquet, FromFiles, FromHuggingFace)):
             if source.shuffle and source.seed is None and w > 1:
                 raise ValueError(
                     f"shard: {source.describe()} shuffles with fresh entropy, a different order "
@@ -1308,6 +1310,99 @@ class Stream(Generic[T]):
         with self.open_sync() as items:
             return list(items)
 
+    def write_parquet(
+        self,
+        directory: str | os.PathLike[str],
+        /,
+        *,
+        max_shard_size: int | str = "500MB",
+        split: str | None = "train",
+        features: Any = None,
+        row_group_rows: int = 1000,
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> list[str]:
+        """Run the pipeline (with :meth:`open_sync`, as :meth:`to_list`) and write its
+        items to Parquet shards in ``directory``, named as on the Hugging Face Hub:
+        ``train-00000-of-00003.parquet``, ... (``00000-of-00003.parquet`` with
+        ``split=None``). Returns the shards' paths, in order.
+
+        The items are rows (dicts of column values) or pyarrow ``RecordBatch`` /
+        ``Table`` objects (:func:`from_parquet` with ``rows=False``). The columns'
+        types come from ``features`` (a ``datasets.Features``, whose rows are
+        encoded by ``Features.encode_example``, so an ``Image`` column takes
+        ``PIL`` images, and whose schema is stored in the shards so that
+        ``datasets`` and :func:`from_huggingface` decode them; or a
+        ``pyarrow.Schema``), else from the first row group. Binary columns are
+        stored as they are; an Image or Audio struct ``{'bytes': None, 'path':
+        FILE}`` gets the file's bytes embedded (its path cut to the file name), so
+        the shards stand alone.
+
+        Row groups hold ``row_group_rows`` rows (1,000 by default), or fewer once
+        their bytes and strings reach 64 MiB. A shard is closed after the row group
+        that brings it to ``max_shard_size`` bytes on disk (so it may pass that by
+        one row group); ``max_shard_size`` is an int or a str: ``"500MB"`` (units
+        of 1000: B, KB, MB, GB, TB) or ``"1GiB"`` (of 1024: KiB, MiB, GiB, TiB).
+
+        Each shard is written under a hidden temporary name (``.train-00003-….parquet.tmp``)
+        and flushed to disk when it is full; all of them are renamed to their
+        final names when the stream ends and their number is known. A crash
+        (a killed process, a power cut) never leaves a file under a final name
+        that is not complete; an exception removes the temporary files and comes
+        out unchanged. Existing shards of ``split`` in ``directory`` make it raise
+        ``FileExistsError`` before anything runs, unless ``overwrite=True`` (then
+        they are removed once the new shards are in place).
+
+        ``progress=True`` adds :meth:`progress` (a tqdm bar of the rows) before
+        writing. The rows are turned into Parquet in the calling thread while the
+        pipeline runs ahead. From trio code, call it in a thread:
+        ``await trio.to_thread.run_sync(functools.partial(stream.write_parquet, "out"))``.
+
+        Raises, when called:
+
+        - ``TypeError: write_parquet: directory=... must be a str path``;
+        - ``TypeError: write_parquet: max_shard_size=... must be a number of bytes
+          or a str such as '500MB'``, ``ValueError: write_parquet:
+          max_shard_size='500 MBs' is not a size: ...``, ``ValueError:
+          write_parquet: max_shard_size=0 must be at least 1 byte``;
+        - ``ValueError: write_parquet: split='a/b' must be a name of letters,
+          digits, '_' and '.', or None``;
+        - ``TypeError: write_parquet: features=... must be a datasets.Features, a
+          pyarrow.Schema or None``;
+        - ``TypeError``/``ValueError`` for ``row_group_rows`` (``must be an int``,
+          ``must be >= 1``); ``TypeError: write_parquet: NAME=... must be a bool``
+          for ``progress`` and ``overwrite``;
+        - ``FileExistsError: write_parquet: '...' already holds shards of split
+          'train' (...); pass overwrite=True to replace them``.
+
+        While it runs: ``TypeError: write_parquet: item 3 is a list, not a row
+        ...``, and ``TypeError: write_parquet: rows 1000..1999 have the schema
+        {...}, which does not fit the schema {...} of the rows before them or of
+        features= ...``.
+        """
+        from ._ops.write import ShardWriter, check_features, check_split, parse_size, write_rows
+
+        method = "write_parquet"
+        if not isinstance(directory, (str, os.PathLike)) or not isinstance(os.fspath(directory), str):
+            raise TypeError(f"{method}: directory={directory!r} must be a str path")
+        path = str(os.fspath(directory))
+        max_bytes = parse_size(method, "max_shard_size", max_shard_size)
+        split = check_split(method, split)
+        features = check_features(method, features)
+        row_group_rows = check_int(method, "row_group_rows", row_group_rows, minimum=1)
+        check_bool(method, "progress", progress)
+        check_bool(method, "overwrite", overwrite)
+        os.makedirs(path, exist_ok=True)
+        writer = ShardWriter(path, split, max_bytes, row_group_rows, features, overwrite)
+        existing = writer.existing()
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{method}: {path!r} already holds shards of split {split!r} ({existing[0]}, ...); "
+                "pass overwrite=True to replace them"
+            )
+        stream = self.progress(desc=f"write_parquet {split or ''}".rstrip()) if progress else self
+        with stream.open_sync() as items:
+            return write_rows(items, writer)
 
 def from_iterable(iterable: Iterable[T] | Callable[[], Iterable[T]], /) -> Stream[T]:
     """A stream of the items of a sync iterable, or of the iterable a function of no
@@ -1633,6 +1728,118 @@ def from_parquet(
         preload_in_workers("pyarrow.parquet")
     return Stream(
         (FromParquet(resolved, cols, batch_rows, rows, readers, filt, shuffle_row_groups, seed, read),)
+    )
+
+
+def from_huggingface(
+    dataset: Any,
+    /,
+    *,
+    split: str | None = None,
+    columns: Sequence[str] | None = None,
+    decode: bool = True,
+    workers: int | None = None,
+    backend: Literal["process", "thread"] = "process",
+    shuffle_row_groups: bool = False,
+    seed: int | None = None,
+    read: bool = True,
+) -> Stream[dict[str, Any]]:
+    """The rows of a Hugging Face dataset, as dicts, read and decoded in parallel
+    from the dataset's own files.
+
+    ``dataset`` is a ``datasets.Dataset`` (its ``cache_files``: the Arrow files
+    that ``load_from_disk``, ``load_dataset`` or ``map`` wrote), a ``DatasetDict``
+    (with ``split=``), the path of a directory written by ``save_to_disk`` (of a
+    ``Dataset``, or of a ``DatasetDict`` with ``split=``), or the path of a
+    directory of Parquet shards laid out as on the Hub (``train-00000-of-00004.parquet``,
+    ``data/train-*.parquet``, ``train/0000.parquet``: the splits are found by the
+    rules of ``datasets``; ``split=`` picks one, and may be left out when there is
+    one). The files are found when ``from_huggingface`` is called; only their sizes
+    are read in the main process, when the stream runs.
+
+    The rows are cut into *pieces*: the record batches of the Arrow files (as
+    ``datasets`` wrote them: up to 1,000 rows, 100 for images and audio), or the
+    row groups of the Parquet shards. Each piece is read and decoded in one of
+    ``workers`` ``par_map`` workers (processes, or threads with
+    ``backend="thread"``), and the rows come out in the dataset's order. Decoding
+    is the dataset's ``Features.decode_example``: an ``Image`` column gives a
+    ``PIL.Image.Image``, an ``Audio`` column a dict of samples and sampling rate,
+    a ``ClassLabel`` an int, as indexing the dataset does. With ``decode=False``
+    the rows are as stored (an ``Image`` is ``{'bytes': b'...', 'path': ...}``).
+    For a Parquet directory, the features are those that ``datasets`` wrote into
+    the first shard's schema, else what ``Features.from_arrow_schema`` infers.
+
+    - ``columns``: read only these.
+    - ``shuffle_row_groups=True``: the pieces in a random order drawn from
+      ``(seed, epoch)``, as :func:`from_parquet` does with its row groups; rows
+      within a piece keep their order (follow with :meth:`Stream.shuffle`).
+    - ``read=False``: yield one :class:`HuggingFacePiece` handle per piece
+      instead, and read them in your own ``par_map``, with your transforms after
+      the decoding, then ``flat_map``: the decoded rows never pass through the
+      main process. ``workers`` and ``backend`` do not apply.
+
+    :meth:`Stream.shard` directly after ``from_huggingface`` shards at the source,
+    by rows, as for :func:`from_parquet`. The stream is sized (``progress()`` and
+    ``shard(equal=True)`` know its rows), and takes part in checkpoints: a resumed
+    stream reads again only the piece of the checkpoint, from its row.
+
+    ``datasets`` is optional: ``import snake`` never imports it.
+
+    ``repr``: ``from_huggingface('data/cats', split='train', workers=4)``, or
+    ``from_huggingface(<Dataset 250 rows>, workers=2, shuffle_row_groups=True,
+    seed=0).shard(rank=0, world_size=2)``.
+
+    At run time, a piece that cannot be read raises pyarrow's error with the note
+    ``snake: while reading the Arrow file '...', record batch N`` (or the notes of
+    :func:`from_parquet`); a value that cannot be decoded (a broken image) raises
+    the decoder's error, with the notes of the ``par_map`` stage.
+
+    Raises, when called:
+
+    - ``ImportError: from_huggingface needs the Hugging Face datasets package: pip
+      install "snake[huggingface]" (or pip install datasets)``;
+    - ``FileNotFoundError: from_huggingface: no such directory``, with the path;
+    - ``TypeError: from_huggingface: ... must be a datasets.Dataset, a
+      DatasetDict, or the path of a directory (save_to_disk's, or Parquet
+      shards)``, and for an ``IterableDataset`` (``streaming=True``), which has
+      no files;
+    - ``ValueError: from_huggingface: <Dataset 250 rows> is held in memory, not
+      in files, ...`` (a dataset made by ``from_dict`` and not saved);
+    - ``ValueError: from_huggingface: ... has an indices mapping ...; call
+      .flatten_indices() first`` (after ``select``, ``shuffle``, ``filter``);
+    - ``ValueError: from_huggingface: ... differs from its files ...`` (sliced,
+      renamed, cast, or with columns added in memory);
+    - ``ValueError: from_huggingface: ... has the splits ['test', 'train']; pass
+      split= to choose one``, ``ValueError: from_huggingface: split='dev' is not
+      one of the splits of ...``, ``ValueError: from_huggingface: '...' holds no
+      Parquet files``;
+    - ``TypeError: from_huggingface: columns=... must be a list of column
+      names``, ``ValueError: from_huggingface: columns=['nope']: 'nope' is not a
+      column of ...``;
+    - ``TypeError: from_huggingface: NAME=... must be a bool`` for ``decode``,
+      ``shuffle_row_groups`` and ``read``; the ``workers`` and ``backend`` errors
+      of :meth:`Stream.par_map`; ``ValueError: from_huggingface: seed=1 only
+      applies with shuffle_row_groups=True``, and the seed errors of
+      :meth:`Stream.shuffle`.
+    """
+    from ._ops.huggingface import Found, check_columns, resolve
+
+    method = "from_huggingface"
+    check_bool(method, "decode", decode)
+    check_bool(method, "shuffle_row_groups", shuffle_row_groups)
+    check_bool(method, "read", read)
+    seed = check_seed(method, seed)
+    if seed is not None and not shuffle_row_groups:
+        raise ValueError(f"{method}: seed={seed!r} only applies with shuffle_row_groups=True")
+    workers = check_int(method, "workers", default_workers() if workers is None else workers, minimum=1)
+    if backend not in _BACKENDS:
+        raise ValueError(f"{method}: backend={backend!r} must be one of {_BACKENDS}")
+    found: Found = resolve(method, dataset, split)
+    cols = check_columns(method, columns, found)
+    # The workers read with pyarrow: the launcher imports it once, so no worker pays for it.
+    preload_in_workers("pyarrow.parquet", "datasets")
+    return Stream(
+        (FromHuggingFace(found, cols, decode, workers, backend, shuffle_row_groups, seed, read, split),)
     )
 
 

@@ -183,6 +183,13 @@ EXPECTED["torch_loop.py"] = ("64 steps of Tensor (64, 3, 16, 16)", "loss went do
 
 #: Command-line arguments for examples that need some: a server checks itself, then exits.
 ARGS: dict[str, tuple[str, ...]] = {"web_service.py": ("--self-test",)}
+EXPECTED["huggingface_shards.py"] = (
+    "from_huggingface('ROOT/saved', workers=2)\n",
+    "first row: PngImageFile (16, 16), label 0\n",
+    "shards: ['train-00000-of-00002.parquet', 'train-00001-of-00002.parquet']\n",
+    "read back: 600 rows, labels kept: True\n",
+    "rank 1 of 2 reads 300 rows\n",
+)
 EXPECTED["web_service.py"] = (
     "/stream: 500 lines, as expected: True",
     "/stream.bin: frames (32, 3, 32, 32) x3 + (4, 3, 32, 32), as expected: True",

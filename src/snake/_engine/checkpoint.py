@@ -25,16 +25,19 @@ def _walk(ctx: Context, received: int, *, keep_held: bool = False) -> list[tuple
     out: list[tuple[int, Cut, str]] = []
     r = received
     for i in range(len(stages) - 1, -1, -1):
+        said = None
         if entries is not None and r == int(entries[i]["at"]):
             # Where the run resumed from: the checkpoint says it (the stage may still be
-            # taking back what it held, its own records not yet up to it).
+            # taking back what it held, its own records not yet up to it), and how its
+            # held items come again (the stages before it may not have started yet).
             cut = Pending(entries[i]).cut(r)
+            said = entries[i].get("mode")
         else:
             cut = stages[i].cut(r)
         mode = ""
         nxt = cut.upstream
         if cut.held:
-            mode = "refill" if all(stages[k].passes_refill for k in range(i)) else "select"
+            mode = said or ("refill" if all(stages[k].passes_refill for k in range(i)) else "select")
             if mode == "select" or keep_held:
                 nxt = min(nxt, min(cut.held))
         out.append((r, cut, mode))

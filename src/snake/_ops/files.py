@@ -195,7 +195,7 @@ def _open_parquet(path: str, metadata: Any = None) -> Any:
         raise
 
 
-class _FilePlan(NamedTuple):
+class FilePlan(NamedTuple):
     path: str
     metadata: Any
     #: ``(row group, rows)`` of the row groups to read, in file order.
@@ -204,19 +204,19 @@ class _FilePlan(NamedTuple):
     needed: tuple[str, ...] | None
 
 
-class _Piece(NamedTuple):
+class Piece(NamedTuple):
     """The rows ``[start, stop)`` of one row group."""
 
-    file: _FilePlan
+    file: FilePlan
     group: int
     start: int
     stop: int
     size: int
 
 
-def _plan_file(
+def plan_file(
     path: str, columns: tuple[str, ...] | None, filt: ParquetFilter | None, cache: dict[Any, Any]
-) -> _FilePlan:
+) -> FilePlan:
     """Read a file's footer; with a filter, check it and drop the row groups whose
     statistics show that no row can match."""
     pf = _open_parquet(path)
@@ -244,10 +244,10 @@ def _plan_file(
             exc.add_note(f"snake: while applying filters={filt.text} to its row-group statistics")
             raise
         groups = [(g, n) for g, n in groups if g in keep]
-    return _FilePlan(path, md, [(g, n) for g, n in groups if n > 0], needed)
+    return FilePlan(path, md, [(g, n) for g, n in groups if n > 0], needed)
 
 
-def _cut(pieces: list[_Piece], shard: SourceShard) -> list[_Piece]:
+def _cut(pieces: list[Piece], shard: SourceShard) -> list[Piece]:
     """This rank's rows: ``shard.span`` of the rows of ``pieces`` laid end to end."""
     lo, hi = shard.span(sum(p.size for p in pieces))
     out = []
@@ -262,7 +262,20 @@ def _cut(pieces: list[_Piece], shard: SourceShard) -> list[_Piece]:
     return out
 
 
-def _read_table(
+def arrange(
+    files: list[FilePlan], shuffle: bool, seed: int | None, epoch: int, shard: SourceShard | None
+) -> list[Piece]:
+    """The pieces of ``files`` (their groups, each whole) in the epoch's order, cut to
+    ``shard``'s rows."""
+    pieces = [Piece(f, g, 0, n, n) for f in files for g, n in f.groups]
+    if shuffle:
+        pieces = [pieces[i] for i in _permutation(len(pieces), seed, epoch)]
+    if shard is not None:
+        pieces = _cut(pieces, shard)
+    return pieces
+
+
+def read_table(
     path: str,
     metadata: Any,
     group: int,
@@ -304,10 +317,10 @@ def _to_items(table: Any, rows: bool, batch_rows: int) -> Chunk:
 
 
 def _read_items(
-    p: _Piece, columns: tuple[str, ...] | None, filt: ParquetFilter | None, rows: bool, batch_rows: int
+    p: Piece, columns: tuple[str, ...] | None, filt: ParquetFilter | None, rows: bool, batch_rows: int
 ) -> Chunk:
     f = p.file
-    table = _read_table(f.path, f.metadata, p.group, p.start, p.stop, p.size, columns, f.needed, filt)
+    table = read_table(f.path, f.metadata, p.group, p.start, p.stop, p.size, columns, f.needed, filt)
     return _to_items(table, rows, batch_rows)
 
 
@@ -361,7 +374,7 @@ class ParquetRowGroup:
     def table(self) -> Any:
         """The same rows as :meth:`read`, as one ``pyarrow.Table`` (filtered, projected)."""
         o = self._options
-        return _read_table(
+        return read_table(
             self.path, None, self.index, self.start, self.stop, -1, o.columns, self._needed, o.filt
         )
 
@@ -414,16 +427,11 @@ class FromParquet(SourceSpec):
         """True if the row groups are shuffled or sharded: all footers are read first."""
         return self.shuffle or self.shard is not None
 
-    def _plan_files(self, paths: Sequence[str], cache: dict[Any, Any]) -> list[_FilePlan]:
-        return [_plan_file(p, self.columns, self.filt, cache) for p in paths]
+    def _plan_files(self, paths: Sequence[str], cache: dict[Any, Any]) -> list[FilePlan]:
+        return [plan_file(p, self.columns, self.filt, cache) for p in paths]
 
-    def _arrange(self, files: list[_FilePlan], epoch: int, shuffle: bool = True) -> list[_Piece]:
-        pieces = [_Piece(f, g, 0, n, n) for f in files for g, n in f.groups]
-        if self.shuffle and shuffle:
-            pieces = [pieces[i] for i in _permutation(len(pieces), self.seed, epoch)]
-        if self.shard is not None:
-            pieces = _cut(pieces, self.shard)
-        return pieces
+    def _arrange(self, files: list[FilePlan], epoch: int, shuffle: bool = True) -> list[Piece]:
+        return arrange(files, self.shuffle and shuffle, self.seed, epoch, self.shard)
 
     def length(self) -> int | None:
         """Rows (record batches with ``rows=False``, handles with ``read=False``) this stream
@@ -447,7 +455,7 @@ class FromParquet(SourceSpec):
                 "a new order every run, so a checkpoint cannot be resumed; pass seed="
             )
 
-    def _handle(self, p: _Piece) -> ParquetRowGroup:
+    def _handle(self, p: Piece) -> ParquetRowGroup:
         options = _ReadOptions(self.columns, self.filt, self.rows, self.batch_rows)
         return ParquetRowGroup(p.file.path, p.group, p.start, p.stop, p.file.needed, options)
 
@@ -456,7 +464,7 @@ class FromParquet(SourceSpec):
         epoch = EPOCH.get()
         cache: dict[Any, Any] = {}
 
-        async def plan(paths: Sequence[str]) -> list[_Piece]:
+        async def plan(paths: Sequence[str]) -> list[Piece]:
             try:
                 files = await trio.to_thread.run_sync(self._plan_files, paths, cache)
             except Exception as exc:
@@ -478,7 +486,7 @@ class FromParquet(SourceSpec):
         slots_send, slots_recv = trio.open_memory_channel[tuple[trio.Event, list[Chunk], int]](self.readers)
         limiter = trio.Semaphore(self.readers)
 
-        async def read(p: _Piece, done: trio.Event, box: list[Chunk]) -> None:
+        async def read(p: Piece, done: trio.Event, box: list[Chunk]) -> None:
             try:
                 box.append(
                     await trio.to_thread.run_sync(
