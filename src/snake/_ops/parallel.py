@@ -188,6 +188,39 @@ def _arrival_ranks(entry: dict[str, Any], n: int) -> list[int]:
 class _Core:
     """Runner tasks, input slicing, the reorder window and the emission of results."""
 
+    __slots__ = (
+        "base",
+        "call",
+        "chunk",
+        "counters",
+        "emit_unit",
+        "eof",
+        "fetching",
+        "fused",
+        "held_back",
+        "inbox",
+        "input_wait",
+        "next_unit",
+        "ordered",
+        "outbox",
+        "pending",
+        "pos",
+        "refill_inputs",
+        "refill_left",
+        "refill_rank",
+        "refill_results",
+        "refill_total",
+        "res",
+        "res_first",
+        "resuming",
+        "skip_done",
+        "slots",
+        "stop",
+        "unit_size",
+        "window",
+        "window_wait",
+    )
+
     def __init__(
         self,
         *,
@@ -242,6 +275,9 @@ class _Core:
             self.base = int(entry["resume"]) - self.refill_left
             if entry.get("done"):
                 self.skip_done = Ranges(entry["done"])
+        #: Whether a resumed run still has inputs to refill or to pass over (the fast
+        #: path of _take skips both checks otherwise).
+        self.resuming = bool(self.refill_left) or self.skip_done is not None
         self.eof = False
         self.fetching = False
         self.next_unit = 0
@@ -259,20 +295,15 @@ class _Core:
                 await self.window_wait.park(self.counters)
                 continue
             left = len(self.chunk) - self.pos
-            if left and self.skip_done is not None and self._skip_done():
-                continue
             if left:
                 k = self.unit_size()
                 if k > 1:
                     # Spread what is there over the runners rather than give it all to one.
                     k = min(k, max(1, math.ceil(left / self.slots)))
-                if self.refill_left:  # a unit holds refill items only, or none
-                    k = min(k, self.refill_left)
-                    self.refill_left -= k
-                elif self.skip_done is not None:
-                    nxt = self.skip_done.next_start(self.base + self.pos)
-                    if nxt is not None:
-                        k = min(k, nxt - self.base - self.pos)
+                if self.resuming:
+                    if self.skip_done is not None and self._skip_done():
+                        continue
+                    k = self._resumed_unit(k)
                 start = self.pos
                 end = min(start + k, len(self.chunk))
                 self.pos = end
@@ -300,6 +331,18 @@ class _Core:
                 self.base += len(self.chunk)
                 self.chunk = chunk
                 self.pos = 0
+
+    def _resumed_unit(self, k: int) -> int:
+        """The size of the next unit of a resumed run, at most ``k``."""
+        if self.refill_left:  # a unit holds refill items only, or none
+            k = min(k, self.refill_left)
+            self.refill_left -= k
+        elif self.skip_done is not None:
+            nxt = self.skip_done.next_start(self.base + self.pos)
+            if nxt is not None:
+                k = min(k, nxt - self.base - self.pos)
+        self.resuming = bool(self.refill_left) or self.skip_done is not None
+        return k
 
     def _skip_done(self) -> bool:
         """Resumed, unordered: pass over inputs the consumer had the outputs of. True if
@@ -356,6 +399,8 @@ class _Core:
     async def runner(self) -> None:
         outbox = self.outbox
         counters = self.counters
+        res_first = self.res_first
+        completed = self.res.completed if self.res.unordered else None  # a no-op if ordered
         while True:
             if len(outbox) >= outbox.cap:
                 t0 = counters.park()
@@ -369,14 +414,15 @@ class _Core:
                 counters.park()
                 return
             unit, start, items = work
-            counters.in_flight += len(items)
+            n = len(items)
+            counters.in_flight += n
             try:
                 results = await self.call(items, start)
             finally:
-                counters.in_flight -= len(items)
-            if start >= self.res_first:  # not a refill unit (those are numbered below)
-                self.res.completed(start, len(items), len(results))
-            self._complete(unit, results, start, len(items))
+                counters.in_flight -= n
+            if completed is not None and start >= res_first:  # not a refill unit (numbered below)
+                completed(start, n, len(results))
+            self._complete(unit, results, start, n)
 
     async def run(
         self,
