@@ -8,13 +8,8 @@ decoded (PNG bytes to PIL images, by the dataset's ``Features``) in a worker pro
 
 import io
 import os
-import sys
 import tempfile
 
-# This folder's other examples (datasets.py, bottleneck.py) would shadow the packages of
-# those names that Hugging Face datasets imports: look for modules elsewhere.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # everything here is local
 
 import datasets

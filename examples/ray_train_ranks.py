@@ -8,12 +8,7 @@ under Ray Train's framework-free `DataParallelTrainer`, with 2 workers on this m
 
 import json
 import os
-import sys
 import tempfile
-
-# This folder holds bottleneck.py, another example, which would shadow the `bottleneck`
-# package that pandas (imported by Ray Train) looks for.
-sys.path.remove(os.path.dirname(os.path.abspath(__file__)))
 
 import ray.train
 from ray.train import RunConfig, ScalingConfig

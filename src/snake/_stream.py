@@ -1832,8 +1832,8 @@ def from_huggingface(
     if seed is not None and not shuffle_row_groups:
         raise ValueError(f"{method}: seed={seed!r} only applies with shuffle_row_groups=True")
     workers = check_int(method, "workers", default_workers() if workers is None else workers, minimum=1)
-    if backend not in _BACKENDS:
-        raise ValueError(f"{method}: backend={backend!r} must be one of {_BACKENDS}")
+    if backend not in ("process", "thread"):
+        raise ValueError(f"{method}: backend={backend!r} must be one of ('process', 'thread')")
     found: Found = resolve(method, dataset, split)
     cols = check_columns(method, columns, found)
     # The workers read with pyarrow: the launcher imports it once, so no worker pays for it.

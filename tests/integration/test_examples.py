@@ -35,7 +35,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "[2500.0, 2500.5] state: ['n', 'total'] taken at input <= 5000: True\nresumed: 2501.0 2501.5\n",
     ),
     "sync_loop.py": ("trained on 128 batches of shape (32, 64)",),
-    "bottleneck.py": ("snake report: 50 items in ", "bottleneck: #2 par_map(decode, workers=2): workers busy"),
+    "report.py": ("snake report: 50 items in ", "bottleneck: #2 par_map(decode, workers=2): workers busy"),
     "errors.py": (
         "caught ValueError: invalid literal for int() with base 10: 'forty'",
         "  note: snake: raised in stage #1 map(parse) on item index 3",
@@ -73,7 +73,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "every example exactly once: True",
         "the same model as an uninterrupted run: True",
     ),
-    "datasets.py": (
+    "image_dataset.py": (
         "epoch 2: mean loss ",
         "96 steps; loss went down: True",
     ),
