@@ -15,7 +15,6 @@ from typing import Any
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # never the network: before datasets is imported
 
 import pytest
-from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -246,7 +245,7 @@ def test_import_snake_does_not_import_datasets_and_a_missing_one_says_how_to_ins
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(snake.__file__)), *sys.path])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert 'from_huggingface needs the Hugging Face datasets package: pip install "snake[huggingface]"' in out.stdout

@@ -16,7 +16,6 @@ from typing import Any
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # never the network: before datasets is imported
 
 import pytest
-from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -143,7 +142,7 @@ def test_a_killed_writer_leaves_no_partial_file_under_a_final_name(tmp_path: Pat
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(snake.__file__)), *sys.path])}
     proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env)
     try:
         deadline = time.monotonic() + 120
