@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
+import time
 from typing import Any
 
 import funcs
@@ -206,3 +208,34 @@ def test_a_checkpoint_before_the_first_item_asks_nothing_the_stage_before_has_no
         got, state = _take(stream, 0)
         with stream.open_sync(state_dict=json.loads(json.dumps(state))) as items:
             assert got + list(items) == full
+
+
+def test_a_child_pipeline_read_ahead_of_the_consumer_keeps_what_a_checkpoint_needs() -> None:
+    # mix, chain and repeat read their inputs (child pipelines) ahead of the consumer; a
+    # child must not forget what a checkpoint at the consumer's position still needs.
+    def tagged(k: int, n: int) -> snake.Stream[tuple[int, int]]:
+        return snake.from_iterable(range(n)).map(functools.partial(_tag, k))
+
+    streams = [
+        snake.mix([tagged(0, 300), tagged(1, 3)], seed=0, on_exhausted="restart"),
+        snake.chain(tagged(0, 2), tagged(1, 5000)),
+        tagged(0, 3).repeat(2000),
+    ]
+
+    def take_then_wait(stream: snake.Stream[Any], k: int) -> tuple[list[Any], dict[str, Any]]:
+        with stream.open_sync() as items:
+            head = [next(items) for _ in range(k)]
+            time.sleep(0.05)  # the stage reads its inputs as far ahead as it may
+            return head, items.state_dict()
+
+    for stream in streams:
+        reference = stream.take(400).to_list()
+        for k in (20, 37):
+            head, state = take_then_wait(stream, k)
+            with stream.open_sync(state_dict=state) as items:
+                rest = [next(items) for _ in range(400 - k)]
+            assert head + rest == reference, f"{stream!r} resumed after {k} items"
+
+
+def _tag(k: int, i: int) -> tuple[int, int]:
+    return k, i

@@ -30,6 +30,7 @@ class Context:
         "labels",
         "notes",
         "opened",
+        "prunes",
         "received",
         "resumables",
         "sources",
@@ -52,6 +53,10 @@ class Context:
         #: How many items the consumer has surely received (for pruning checkpoint
         #: ledgers): the handle's own count, or a bridge's to the consumer beyond it.
         self.delivered: Callable[[], int] = nothing
+        #: Whether the consumer's handle prunes the checkpoint ledgers as it reads. Not
+        #: for a child pipeline (of ``chain``, ``mix``, ...): its reader is the parent
+        #: stage, ahead of the parent's consumer; the parent prunes it at that position.
+        self.prunes = True
         #: What the plan decided (see ``snake._plan``).
         self.notes = notes
         self._counters = {label: StageCounters() for label in labels}

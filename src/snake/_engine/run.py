@@ -128,7 +128,7 @@ class Items(ChunkReader[T], trio.abc.ReceiveChannel[T]):
         # Per chunk, never per item: the consumer's wait is the time spent here.
         ctx = self._ctx
         self._fetches += 1
-        if not self._fetches % PRUNE_EVERY:
+        if ctx.prunes and not self._fetches % PRUNE_EVERY:
             checkpoint.prune(ctx, ctx.delivered())
         t0 = time.perf_counter()
         chunk = await self._inbox.receive()

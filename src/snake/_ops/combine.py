@@ -51,6 +51,9 @@ async def _open_child(
     passing: BaseException | None = None
     try:
         async with open_pipeline(list(specs), (), state) as items:
+            # Its reader (this stage) runs ahead of the parent's consumer: the parent's
+            # checkpoints prune it, at that consumer's position.
+            items._ctx.prunes = False
             try:
                 yield items
             except BaseException as exc:
