@@ -140,31 +140,58 @@ class Repeat(SourceSpec):
         return None if n is None else n * self.epochs
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
-        res = _InTurn("epoch")
-        entry = ctx.resumable(ctx.label(0), res)
-        first, state = _resume_point(entry, "epoch", res)
-        with send:
-            sink = Sink(ctx, fused, send)
-            forward = _forwarding(res, sink)
-            epochs = itertools.count(first) if self.epochs is None else range(first, self.epochs)
-            for epoch in epochs:
-                if sink.stopped:
-                    break
-                token = EPOCH.set(epoch)
-                try:
-                    note = f"snake: in epoch {epoch} of repeat()"
-                    async with _open_child(self.inner, note, state if epoch == first else None) as items:
-                        res.started(epoch, items._ctx)
-                        n = await forward(items)
-                finally:
-                    EPOCH.reset(token)
-                if n == 0 and self.epochs is None and not (epoch == first and state is not None):
-                    raise ValueError(
-                        f"repeat(): epoch {epoch} of {chain_repr(self.inner)} produced no items, so "
-                        "an endless repeat would never produce one (a stream built on a generator "
-                        "can be opened only once: pass a list, or from_async_iterable(function))"
-                    )
-            await sink.finish()
+        await _run_again(
+            ctx,
+            fused,
+            send,
+            self.inner,
+            key="epoch",
+            stop=self.epochs,
+            epoch_of=lambda epoch: epoch,
+            note_of=lambda epoch: f"snake: in epoch {epoch} of repeat()",
+            empty=lambda epoch: (
+                f"repeat(): epoch {epoch} of {chain_repr(self.inner)} produced no items, so "
+                "an endless repeat would never produce one (a stream built on a generator "
+                "can be opened only once: pass a list, or from_async_iterable(function))"
+            ),
+        )
+
+
+async def _run_again(
+    ctx: Context,
+    fused: Fused,
+    send: trio.MemorySendChannel[Chunk],
+    inner: Specs,
+    *,
+    key: str,
+    stop: int | None,
+    epoch_of: Callable[[int], int],
+    note_of: Callable[[int], str],
+    empty: Callable[[int], str],
+) -> None:
+    """Run ``inner`` as child pipelines one after another, numbered from the checkpoint's
+    (``key``: ``"epoch"`` for ``repeat``, ``"run"`` for a restarted ``mix`` input) up to
+    ``stop`` (None: endlessly), child ``k`` in epoch ``epoch_of(k)``. An endless run whose
+    child gives no items raises ``ValueError(empty(k))``: it would never give one."""
+    res = _InTurn(key)
+    entry = ctx.resumable(ctx.label(0), res)
+    first, state = _resume_point(entry, key, res)
+    with send:
+        sink = Sink(ctx, fused, send)
+        forward = _forwarding(res, sink)
+        for k in itertools.count(first) if stop is None else range(first, stop):
+            if sink.stopped:
+                break
+            token = EPOCH.set(epoch_of(k))
+            try:
+                async with _open_child(inner, note_of(k), state if k == first else None) as items:
+                    res.started(k, items._ctx)
+                    n = await forward(items)
+            finally:
+                EPOCH.reset(token)
+            if n == 0 and stop is None and not (k == first and state is not None):
+                raise ValueError(empty(k))
+        await sink.finish()
 
 
 def _resume_point(entry: dict[str, Any] | None, key: str, res: _InTurn) -> tuple[int, dict[str, Any] | None]:
@@ -399,34 +426,26 @@ class _Runs(SourceSpec):
         return f"restarted({chain_repr(self.inner)}, max_restarts={self.restarts})"
 
     async def run(self, ctx: Context, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
-        res = _InTurn("run")
-        entry = ctx.resumable(ctx.label(0), res)
-        first, state = _resume_point(entry, "run", res)
         base = EPOCH.get()
-        with send:
-            sink = Sink(ctx, fused, send)
-            forward = _forwarding(res, sink)
-            runs = itertools.count(first) if self.restarts is None else range(first, self.restarts + 1)
-            for run in runs:
-                if sink.stopped:
-                    break
-                token = EPOCH.set(base + run)
-                try:
-                    note = f"snake: in restart {run} (epoch {base + run}) of input {self.index} of mix()"
-                    note = note if run else ""  # the first run is just the input
-                    async with _open_child(self.inner, note, state if run == first else None) as items:
-                        res.started(run, items._ctx)
-                        n = await forward(items)
-                finally:
-                    EPOCH.reset(token)
-                if n == 0 and self.restarts is None and not (run == first and state is not None):
-                    raise ValueError(
-                        f"mix(): input {self.index}, {chain_repr(self.inner)}, gave no items in its "
-                        f"run {run} (epoch {base + run}), so restarting it would never give one (a "
-                        "stream built on a generator can be opened only once: pass a list, or "
-                        "from_async_iterable(function))"
-                    )
-            await sink.finish()
+        await _run_again(
+            ctx,
+            fused,
+            send,
+            self.inner,
+            key="run",
+            stop=None if self.restarts is None else self.restarts + 1,
+            epoch_of=lambda run: base + run,
+            # the first run is just the input
+            note_of=lambda run: (
+                f"snake: in restart {run} (epoch {base + run}) of input {self.index} of mix()" if run else ""
+            ),
+            empty=lambda run: (
+                f"mix(): input {self.index}, {chain_repr(self.inner)}, gave no items in its "
+                f"run {run} (epoch {base + run}), so restarting it would never give one (a "
+                "stream built on a generator can be opened only once: pass a list, or "
+                "from_async_iterable(function))"
+            ),
+        )
 
 
 @attrs.frozen
