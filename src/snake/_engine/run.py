@@ -17,7 +17,7 @@ from .handle import ChunkReader
 from .resume import check_state
 from .spec import Fused, InlineSpec, SourceSpec, Spec, TaskSpec
 from .stats import PipelineStatistics, StageCounters
-from .util import CHUNK_CAP, spawn
+from .util import CHUNK_CAP, exception_tree, spawn
 
 T = TypeVar("T")
 
@@ -305,20 +305,9 @@ def _break_cycles(exc: BaseException, keep: BaseException) -> None:
     cycles that only the garbage collector would free, and with them the items (shared
     memory included) that the pipeline's frames held when it failed. (Frames are never
     cleared: a suspended one would finalize its coroutine.)"""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in exception_tree(exc, linked=True, keep=keep):
         if e is not keep:
             e.__traceback__ = None
-        if isinstance(e, BaseExceptionGroup):
-            todo.extend(e.exceptions)
-        for linked in (e.__context__, e.__cause__):
-            if linked is not None and linked is not keep:
-                todo.append(linked)
 
 
 def _bind_source(

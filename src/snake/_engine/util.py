@@ -7,7 +7,7 @@ import inspect
 import operator
 import os
 import pickle
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -65,13 +65,7 @@ def release_frames(exc: BaseException) -> None:
     (``clear()`` refuses those), and so is ``__context__``: an exception raised while
     another task handled one gets that one as its context, with frames of a task that
     still runs."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in exception_tree(exc):
         every = isinstance(e, trio.Cancelled)
         tb = e.__traceback__
         while tb is not None:
@@ -83,8 +77,26 @@ def release_frames(exc: BaseException) -> None:
                 except RuntimeError:  # still running (this task's own frame, say)
                     pass
             tb = tb.tb_next
+
+
+def exception_tree(
+    exc: BaseException, *, linked: bool = False, keep: BaseException | None = None
+) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it groups (from its task, or from child tasks that
+    ended), each once; with ``linked``, also their ``__context__`` and ``__cause__``,
+    except ``keep``."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
         if isinstance(e, BaseExceptionGroup):
-            todo.extend(e.exceptions)  # from this task, or from child tasks that ended
+            todo.extend(e.exceptions)
+        if linked:
+            todo.extend(x for x in (e.__context__, e.__cause__) if x is not None and x is not keep)
 
 
 def describe_callable(fn: object) -> str:
