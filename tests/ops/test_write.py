@@ -63,7 +63,7 @@ def test_record_batches_and_split_none(tmp_path: Path) -> None:
 
 def test_features_encode_images_and_from_huggingface_decodes_them(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets", reason="datasets is in the test extra")
-    Image = pytest.importorskip("PIL.Image")
+    Image = pytest.importorskip("PIL.Image", reason="pillow is in the test extra")
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])}
     )
