@@ -26,12 +26,15 @@ def fib(n: int) -> int:
 def stack(
     arrays: Sequence[npt.NDArray[np.generic]],
     out: npt.NDArray[np.generic] | None = None,
+    threads: int | None = None,
 ) -> npt.NDArray[np.generic]:
     """Stack equally shaped, equally typed arrays along a new first axis (like numpy.stack).
 
     Returns ``out`` if given, else a new array of shape ``(len(arrays), *arrays[0].shape)``.
     Raises ValueError on an empty sequence, a mismatched shape or dtype (naming its index)
     or an unsuitable ``out``; TypeError on a non-array element or object dtype.
+    ``threads``: how many threads copy (None: one per 4 MiB of output, at most 4 and the
+    cores this process may use; 1: never start a thread).
     """
 
 def pad_stack(
@@ -39,6 +42,7 @@ def pad_stack(
     pad_value: complex = 0,
     out: npt.NDArray[np.generic] | None = None,
     pad_to: int | None = None,
+    threads: int | None = None,
 ) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.int64]]:
     """Stack variable-length arrays (same dtype and trailing shape) into a padded batch.
 

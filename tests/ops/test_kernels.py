@@ -222,3 +222,30 @@ def test_kernels_are_exported_and_documented() -> None:
     doc = kernels.__doc__ or ""
     for words in ("stack(arrays, out=None)", "pad_stack(arrays", "GIL", "O(total bytes)", "non-contiguous"):
         assert words in doc, words
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2, 3, 7, 64])
+def test_any_thread_count_gives_the_same_batch(threads: int | None) -> None:
+    rng = np.random.default_rng(5)
+    # 12 MB of output (3 threads by default where 3 cores are allowed), odd item counts,
+    # contiguous and gathered (transposed) inputs mixed.
+    items = [rng.integers(0, 255, (3, 64, 64 * 81), dtype=np.uint8) for _ in range(7)]
+    items[2] = np.ascontiguousarray(items[2].transpose(0, 2, 1)).transpose(0, 2, 1)
+    items[4] = items[4][:, ::-1]
+    out = np.full((7, 3, 64, 64 * 81), 9, np.uint8)
+    assert kernels.stack(items, out=out, threads=threads) is out
+    assert np.array_equal(out, np.stack(items))
+    seqs = [rng.integers(0, 100, (n, 40_000), dtype=np.int32) for n in (5, 0, 31, 17)]
+    batch, lengths = kernels.pad_stack(seqs, pad_value=-1, threads=threads)
+    assert lengths.tolist() == [5, 0, 31, 17]
+    for row, s in zip(batch, seqs, strict=True):
+        assert np.array_equal(row[: len(s)], s) and (row[len(s) :] == -1).all()
+
+
+@pytest.mark.parametrize("kernel", ["stack", "pad_stack"])
+def test_a_thread_count_below_one_is_refused(kernel: str) -> None:
+    fn = getattr(kernels, kernel)
+    with pytest.raises(ValueError, match=rf"^{kernel}: threads=0 is below 1; pass a count >= 1, or None"):
+        fn([np.zeros(3)], threads=0)
+    with pytest.raises(TypeError):
+        fn([np.zeros(3)], threads="2")

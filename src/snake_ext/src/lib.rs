@@ -66,6 +66,13 @@ fn py_fib(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<u64> {
 /// avoids the page faults of a fresh allocation (``Stream.batch()`` passes buffers
 /// from its pool). Otherwise a new array is returned.
 ///
+/// ``threads`` is how many threads copy, each a run of consecutive arrays: ``None``
+/// (the default) uses one per 4 MiB of output, at most 4 and at most the cores this
+/// process may run on, so small batches stay on the calling thread and a large one
+/// gets the memory bandwidth of more than one core. ``threads=1`` never starts a
+/// thread (use it when every core is busy with other work). The result does not
+/// depend on ``threads``.
+///
 /// Time O(total bytes). The arguments are checked and the output allocated with the
 /// GIL held; the copy runs with the GIL released. Other threads must not write to the
 /// inputs or to ``out`` during the call (as for NumPy's own copies).
@@ -81,15 +88,18 @@ fn py_fib(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<u64> {
 /// - ``TypeError: stack: arrays must be a sequence of numpy arrays, not ...``,
 ///   ``TypeError: stack: arrays[i] is ..., not a numpy.ndarray``, ``TypeError: stack:
 ///   out must be a numpy.ndarray, not ...``;
-/// - ``TypeError: stack: arrays[0] has dtype ..., which holds Python objects ...``.
+/// - ``TypeError: stack: arrays[0] has dtype ..., which holds Python objects ...``;
+/// - ``ValueError: stack: threads=... is below 1 ...``.
 #[pyfunction]
-#[pyo3(name = "stack", signature = (arrays, out = None))]
+#[pyo3(name = "stack", signature = (arrays, out = None, threads = None))]
 fn py_stack<'py>(
     py: Python<'py>,
     arrays: &Bound<'py, PyAny>,
     out: Option<&Bound<'py, PyAny>>,
+    threads: Option<i64>,
 ) -> PyResult<Bound<'py, PyUntypedArray>> {
     const NAME: &str = "stack";
+    check_threads(NAME, threads)?;
     let arrays = collect_arrays(NAME, arrays)?;
     let first = &arrays[0];
     let dtype = first.dtype();
@@ -122,7 +132,8 @@ fn py_stack<'py>(
     // it does with numpy's own GIL-free copies, and is documented as not allowed.
     let sources: Vec<Source<'_>> = arrays.iter().map(|a| unsafe { source(a) }).collect();
     let out_bytes = unsafe { bytes_mut(&out) };
-    py.detach(|| stack::stack_into(&sources, out_bytes));
+    let threads = threads_for(threads, out_bytes.len());
+    py.detach(|| stack::stack_into_threads(&sources, out_bytes, threads));
     drop(sources);
     Ok(out)
 }
@@ -140,7 +151,8 @@ fn py_stack<'py>(
 /// round it as NumPy does. Pads bool, int8-int64, uint8-uint64, float16/32/64 and
 /// complex64/128. Layouts and ``out`` as for ``stack``: ``out``, if given, must be a
 /// C-contiguous, writeable array of shape ``(len(arrays), L, *rest)`` and the arrays'
-/// dtype, sharing no memory with them; it is filled and returned.
+/// dtype, sharing no memory with them; it is filled and returned. ``threads`` as for
+/// ``stack``.
 ///
 /// Time O(batch bytes). Checks and allocation hold the GIL; the copy and the padding
 /// run with the GIL released. Other threads must not write to the arrays or ``out``
@@ -157,8 +169,8 @@ fn py_stack<'py>(
 #[pyfunction]
 #[pyo3(
     name = "pad_stack",
-    signature = (arrays, pad_value = None, out = None, pad_to = None),
-    text_signature = "(arrays, pad_value=0, out=None, pad_to=None)"
+    signature = (arrays, pad_value = None, out = None, pad_to = None, threads = None),
+    text_signature = "(arrays, pad_value=0, out=None, pad_to=None, threads=None)"
 )]
 fn py_pad_stack<'py>(
     py: Python<'py>,
@@ -166,8 +178,10 @@ fn py_pad_stack<'py>(
     pad_value: Option<&Bound<'py, PyAny>>,
     out: Option<&Bound<'py, PyAny>>,
     pad_to: Option<i64>,
+    threads: Option<i64>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     const NAME: &str = "pad_stack";
+    check_threads(NAME, threads)?;
     let arrays = collect_arrays(NAME, arrays)?;
     let first = &arrays[0];
     let dtype = first.dtype();
@@ -228,9 +242,34 @@ fn py_pad_stack<'py>(
     // disjoint from every input, and the closure touches no Python object.
     let sources: Vec<Source<'_>> = arrays.iter().map(|a| unsafe { source(a) }).collect();
     let out_bytes = unsafe { bytes_mut(&out) };
-    py.detach(|| stack::pad_stack_into(&sources, &lengths, row_bytes, max_len, &pad, out_bytes));
+    let threads = threads_for(threads, out_bytes.len());
+    py.detach(|| {
+        stack::pad_stack_into_threads(
+            &sources, &lengths, row_bytes, max_len, &pad, out_bytes, threads,
+        )
+    });
     drop(sources);
     PyTuple::new(py, [out.into_any(), lengths_array.into_any()])
+}
+
+/// Reject a `threads` argument below 1.
+fn check_threads(name: &str, threads: Option<i64>) -> PyResult<()> {
+    match threads {
+        Some(t) if t < 1 => Err(PyValueError::new_err(format!(
+            "{name}: threads={t} is below 1; pass a count >= 1, or None for one thread per {} MiB of output (at most {}, and at most the cores this process may use)",
+            stack::MIN_BYTES_PER_THREAD >> 20,
+            stack::MAX_THREADS,
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The thread count of a copy of `total` bytes: the caller's, else [`stack::auto_threads`].
+fn threads_for(threads: Option<i64>, total: usize) -> usize {
+    match threads {
+        Some(t) => usize::try_from(t).unwrap_or(usize::MAX).max(1),
+        None => stack::auto_threads(total),
+    }
 }
 
 /// Take the numpy arrays out of `arrays`, rejecting a non-iterable, a non-array element and

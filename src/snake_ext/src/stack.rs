@@ -185,6 +185,95 @@ pub fn stack_into(items: &[Source<'_>], out: &mut [u8]) {
     }
 }
 
+/// Bytes below which a copy stays on one thread: starting a thread costs tens of
+/// microseconds, the time to copy about a megabyte.
+pub const MIN_BYTES_PER_THREAD: usize = 4 << 20;
+/// The most threads one copy uses: past two or four cores a copy is bound by memory
+/// bandwidth, not by cores.
+pub const MAX_THREADS: usize = 4;
+
+/// How many threads a copy of `total` bytes uses by default: one per
+/// [`MIN_BYTES_PER_THREAD`], at most [`MAX_THREADS`] and at most the cores this process may
+/// run on (its affinity mask and cgroup quota, read once).
+pub fn auto_threads(total: usize) -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    (total / MIN_BYTES_PER_THREAD).clamp(1, cores.clamp(1, MAX_THREADS))
+}
+
+/// Run `work(range, out_part)` over `n_items` items whose output slots are `slot_bytes`
+/// each, split into at most `threads` runs of consecutive items, each on its own thread
+/// (the last on the calling thread). Every slot is written by exactly one thread.
+fn split_items<F>(n_items: usize, slot_bytes: usize, out: &mut [u8], threads: usize, work: F)
+where
+    F: Fn(std::ops::Range<usize>, &mut [u8]) + Sync,
+{
+    let threads = threads.clamp(1, n_items.max(1));
+    if threads == 1 || slot_bytes == 0 {
+        work(0..n_items, out);
+        return;
+    }
+    let per = n_items.div_ceil(threads);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let mut rest = out;
+        let mut start = 0;
+        while start < n_items {
+            let end = (start + per).min(n_items);
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut((end - start) * slot_bytes);
+            rest = tail;
+            if end == n_items {
+                work(start..end, part);
+            } else {
+                scope.spawn(move || work(start..end, part));
+            }
+            start = end;
+        }
+    });
+}
+
+/// [`stack_into`] on up to `threads` threads, each writing the slots of a run of
+/// consecutive items. The result is the same for any `threads`.
+pub fn stack_into_threads(items: &[Source<'_>], out: &mut [u8], threads: usize) {
+    if items.is_empty() || threads <= 1 || out.len() % items.len() != 0 {
+        return stack_into(items, out);
+    }
+    let slot = out.len() / items.len();
+    split_items(items.len(), slot, out, threads, |range, part| {
+        stack_into(&items[range], part)
+    });
+}
+
+/// [`pad_stack_into`] on up to `threads` threads, as [`stack_into_threads`].
+pub fn pad_stack_into_threads(
+    items: &[Source<'_>],
+    lengths: &[usize],
+    row_bytes: usize,
+    max_len: usize,
+    pad: &[u8],
+    out: &mut [u8],
+    threads: usize,
+) {
+    let slot = max_len * row_bytes;
+    if items.is_empty()
+        || threads <= 1
+        || items.len() != lengths.len()
+        || out.len() != items.len() * slot
+    {
+        return pad_stack_into(items, lengths, row_bytes, max_len, pad, out);
+    }
+    split_items(items.len(), slot, out, threads, |range, part| {
+        pad_stack_into(
+            &items[range.clone()],
+            &lengths[range],
+            row_bytes,
+            max_len,
+            pad,
+            part,
+        )
+    });
+}
+
 /// Stack variable-length `items` into the padded batch `out` of logical shape
 /// `(N, max_len, *row)`: item `i` holds `lengths[i]` rows of `row_bytes` bytes each; its
 /// slot of `max_len * row_bytes` bytes gets the item's bytes, then copies of the element
@@ -397,6 +486,31 @@ mod tests {
         let mut out = [0u8; 9];
         stack_into(&items, &mut out);
         assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn stack_on_threads_matches_one_thread() {
+        let data: Vec<Vec<u8>> = (0..7u8).map(|i| vec![i; 1000]).collect();
+        let items: Vec<Source<'_>> = data.iter().map(|d| Source::Contiguous(d)).collect();
+        let mut one = vec![0u8; 7000];
+        stack_into(&items, &mut one);
+        for threads in [2, 3, 4, 7, 16] {
+            let mut many = vec![9u8; 7000];
+            stack_into_threads(&items, &mut many, threads);
+            assert_eq!(one, many, "threads={threads}");
+        }
+        let lengths: Vec<usize> = (0..7).map(|i| i * 10).collect();
+        let short: Vec<Vec<u8>> = lengths.iter().map(|&l| vec![l as u8 + 1; l]).collect();
+        let items: Vec<Source<'_>> = short.iter().map(|d| Source::Contiguous(d)).collect();
+        let mut one = vec![0u8; 7 * 64];
+        pad_stack_into(&items, &lengths, 1, 64, &[0xAB], &mut one);
+        for threads in [2, 3, 8] {
+            let mut many = vec![1u8; 7 * 64];
+            pad_stack_into_threads(&items, &lengths, 1, 64, &[0xAB], &mut many, threads);
+            assert_eq!(one, many, "threads={threads}");
+        }
+        assert_eq!(auto_threads(0), 1);
+        assert!(auto_threads(usize::MAX / 2) <= MAX_THREADS);
     }
 
     #[test]
