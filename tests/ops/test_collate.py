@@ -224,19 +224,31 @@ def test_every_batch_kept_is_intact_and_dropped_batches_reuse_buffers(runner: st
     assert len(bases) < 30  # the 40 dropped batches shared a few buffers
 
 
-def test_pools_belong_to_one_run_and_go_when_it_ends() -> None:
+def test_a_stream_hands_its_buffers_to_its_next_run_and_frees_them_with_it() -> None:
     items = [np.ones((4, 4)) * i for i in range(12)]
     stream = snake.from_iterable(items).batch(4)
     slabs = []
+    bases = set()
     with stream.open_sync() as batches:
         for b in batches:
             slabs.append(weakref.ref(b.base))
+            bases.add(id(b.base))
     del b
     gc.collect()
-    # The run has ended (``batches``, which still answers statistics(), is alive): the
-    # pool has let go of its buffers, and so have we.
+    # The next run (the next epoch) writes into the same buffers, the ones nobody holds.
+    again = set()
+    for b in stream:
+        again.add(id(b.base))
+    del b
+    assert again <= bases, "the second run made new buffers instead of taking the first run's"
+    # The stream keeps them between runs, and they go with it (and with the run's
+    # handle, which still answers statistics()).
+    assert any(ref() is not None for ref in slabs)
+    del stream, batches
+    gc.collect()
     assert slabs and all(ref() is None for ref in slabs)
-    # A second run has its own pool: batches kept from the first stay as they were.
+    # Batches a run keeps are never written by a later run: it takes other buffers.
+    stream = snake.from_iterable(items).batch(4)
     first = stream.to_list()
     second = stream.to_list()
     assert {id(b.base) for b in first}.isdisjoint({id(b.base) for b in second})
@@ -626,3 +638,28 @@ def test_numbers_that_fit_no_dtype_are_refused() -> None:
     with pytest.raises(TypeError, match=re.escape("batch: these numbers do not fit one numeric dtype")) as info:
         snake.from_iterable([1, 2**70]).batch(2).to_list()
     assert notes(info.value) == ["snake: raised in stage #1 batch(2)", "snake: in batch index 0 (item indices 0..1)"]
+
+
+def test_large_batches_go_into_mapped_buffers_faulted_in_ahead() -> None:
+    import mmap
+
+    from snake._buffers.collate import SLAB_MAP_BYTES, new_slab
+
+    big = new_slab(SLAB_MAP_BYTES)
+    small = new_slab(SLAB_MAP_BYTES - 1)
+    assert big.flags.writeable and big.nbytes == SLAB_MAP_BYTES
+
+    def mapped(a: Any) -> bool:
+        while isinstance(a, np.ndarray):
+            a = a.base
+        return isinstance(getattr(a, "obj", a), mmap.mmap)
+
+    assert mapped(big) or not hasattr(mmap, "MAP_POPULATE")
+    assert not mapped(small) and small.nbytes == SLAB_MAP_BYTES - 1
+    # a batch of 2 MB lands in such a buffer, and is an ordinary writable array
+    items = [np.full((512, 512), i, np.float32) for i in range(4)]
+    (b,) = snake.from_iterable(items).batch(2).take(1).to_list()
+    assert b.flags.writeable and b.flags.c_contiguous
+    assert mapped(b) or not hasattr(mmap, "MAP_POPULATE")
+    b += 1
+    assert b[1, 0, 0] == 2.0

@@ -10,12 +10,28 @@ can see it any more (``reuse.is_free``): every pooled buffer is a flat ``uint8``
 (a *slab*), and every batch is a view of a slab, made with ``np.ndarray(shape, dtype,
 buffer=slab)``, which holds a reference to it, as does every view made from the batch
 (slices, ``np.asarray``, ``memoryview``, ``torch.from_numpy``...).
+
+When a run reaches the end of its input, the free slabs of its pools go to the
+stage's :class:`Spare` (kept by the stage's spec, so by the stream): the next run of
+the same stream (the next epoch) takes them instead of making new ones. A stream keeps
+at most ``POOL_BUFFERS`` spare slabs per stage between runs; dropping the stream frees
+them.
+
+A new slab of 1 MiB or more is its own private anonymous mapping, faulted in by the
+kernel when it is made (``MAP_POPULATE``: one system call, the GIL released, instead
+of a fault per page during the copy). It gets 4 KiB pages unless the system gives huge
+pages to every mapping: asking for huge pages (``madvise(MADV_HUGEPAGE)``, which
+NumPy does for large arrays) makes the first fault of a run wait while the kernel
+compacts memory, 10-20 times the cost of the copy on the machines measured in
+docs/performance.md, and copying into 4 KiB pages ran at the same speed there.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,16 +61,60 @@ MAX_POOLS = 64
 NUMBER_TYPES: tuple[type, ...] = (int, float, complex, np.number, np.bool_)
 
 
+class Spare:
+    """Free slabs handed from one run of a batching stage to the next (see the module's
+    docstring). Thread-safe: runs of one stream may overlap (``open_sync()`` in several
+    threads). Pickles as an empty one."""
+
+    __slots__ = ("_lock", "_slabs")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slabs: list[Array] = []
+
+    def __reduce__(self) -> tuple[type[Spare], tuple[()]]:
+        return (Spare, ())
+
+    def __len__(self) -> int:
+        return len(self._slabs)
+
+    def take(self, nbytes: int) -> Array | None:
+        """A free spare slab of ``nbytes`` to ``2 * nbytes`` bytes (the smallest), or None."""
+        with self._lock:
+            slabs = self._slabs
+            # By index: a name bound to a slab would count as a reference to it.
+            fits = [
+                i for i in range(len(slabs)) if nbytes <= slabs[i].nbytes <= 2 * nbytes and is_free(slabs, i)
+            ]
+            if not fits:
+                return None
+            best = min(fits, key=lambda i: self._slabs[i].nbytes)
+            return self._slabs.pop(best)
+
+    def give(self, slabs: list[Array]) -> None:
+        """Keep ``slabs`` for the next run, the newest ``POOL_BUFFERS`` in all; one that a
+        batch still uses is taken only once that batch is gone."""
+        if not slabs:
+            return
+        with self._lock:
+            self._slabs.extend(slabs)
+            del self._slabs[:-POOL_BUFFERS]
+
+
 class Pool:
     """Reusable output buffers for one field of one stage, in one run of a pipeline.
 
     ``empty(shape, dtype)`` returns an uninitialised C-contiguous array: a view of a
-    pooled slab that no batch or view refers to any more, or a new array.
+    pooled slab that no batch or view refers to any more, or a new array. ``spare``: the
+    stage's slabs from earlier runs, taken before making new ones.
     """
 
-    __slots__ = ("_slabs", "grown", "reused", "unpooled")
+    __slots__ = ("_slabs", "grown", "recycled", "reused", "spare", "unpooled")
 
-    def __init__(self) -> None:
+    def __init__(self, spare: Spare | None = None) -> None:
+        self.spare = spare
+        #: Slabs taken from an earlier run (counted in ``grown`` too).
+        self.recycled = 0
         self._slabs: list[Array] = []
         #: Arrays handed out in a slab that had been used before.
         self.reused = 0
@@ -74,6 +134,12 @@ class Pool:
         """True if nothing but the pool refers to slab ``i`` (always False off CPython)."""
         return is_free(self._slabs, i)
 
+    def hand_on(self) -> None:
+        """The run is over: its slabs go to the spare, for the next run."""
+        if self.spare is not None:
+            self.spare.give(self._slabs)
+        self._slabs = []
+
     def empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array:
         nbytes = math.prod(shape) * dtype.itemsize
         slabs = self._slabs  # least recently handed out first
@@ -91,12 +157,37 @@ class Pool:
         if spare >= 0 or (CAN_REUSE and len(slabs) < pool_limit(nbytes)):
             if spare >= 0:
                 del slabs[spare]  # free, but too small for this batch: replace it
-            slab = np.empty(nbytes, np.uint8)
+            slab = self.spare.take(nbytes) if self.spare is not None else None
+            if slab is None:
+                slab = new_slab(nbytes)
+            else:
+                self.recycled += 1
             slabs.append(slab)
             self.grown += 1
             return np.ndarray(shape, dtype=dtype, buffer=slab)
         self.unpooled += 1
         return np.empty(shape, dtype)
+
+
+#: Slabs of at least this many bytes are mapped and faulted in by ``new_slab``.
+SLAB_MAP_BYTES = 1 << 20
+_MAP_FLAGS = (
+    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
+    if hasattr(mmap, "MAP_POPULATE") and hasattr(mmap, "MAP_ANONYMOUS")
+    else 0
+)
+
+
+def new_slab(nbytes: int) -> Array:
+    """A new flat ``uint8`` slab of ``nbytes``, already faulted in where the OS allows
+    (a private anonymous mapping made with ``MAP_POPULATE``, unmapped when the slab is
+    freed); a plain ``np.empty`` below ``SLAB_MAP_BYTES`` or elsewhere."""
+    if nbytes >= SLAB_MAP_BYTES and _MAP_FLAGS:
+        try:
+            return np.frombuffer(mmap.mmap(-1, nbytes, flags=_MAP_FLAGS), np.uint8)
+        except OSError:  # out of address space or mappings: let NumPy try (and raise)
+            pass
+    return np.empty(nbytes, np.uint8)
 
 
 def pool_limit(nbytes: int) -> int:
@@ -133,11 +224,13 @@ class Collator:
     of the offending item within the batch (``None`` if unknown).
     """
 
-    __slots__ = ("failure", "name", "pools")
+    __slots__ = ("failure", "name", "pools", "spares")
 
-    def __init__(self, name: str = "batch") -> None:
+    def __init__(self, name: str = "batch", spares: dict[tuple[object, ...], Spare] | None = None) -> None:
         self.name = name
         self.pools: dict[tuple[object, ...], Pool] = {}
+        #: The stage's spare slabs by field, from its spec (None: no carry-over).
+        self.spares = spares
         self.failure: tuple[tuple[object, ...], int | None] | None = None
 
     def __call__(self, items: list[Any]) -> Any:
@@ -145,13 +238,21 @@ class Collator:
         return self.collate(items, ())
 
     def release(self) -> None:
-        """Forget the pools (at the end of the input): batches still held keep their buffers."""
+        """Forget the pools (at the end of the input): their slabs go to the stage's
+        spares, for its next run, which takes each once no batch uses it."""
+        for pool in self.pools.values():
+            pool.hand_on()
         self.pools.clear()
 
     def pool(self, path: tuple[object, ...]) -> Pool | None:
         pool = self.pools.get(path)
         if pool is None and len(self.pools) < MAX_POOLS:
-            pool = self.pools[path] = Pool()
+            spare = None
+            if self.spares is not None:
+                spare = self.spares.get(path)
+                if spare is None and len(self.spares) < MAX_POOLS:
+                    spare = self.spares.setdefault(path, Spare())
+            pool = self.pools[path] = Pool(spare)
         return pool
 
     def fail(self, path: tuple[object, ...], index: int | None) -> None:
@@ -266,8 +367,14 @@ class PadCollator(Collator):
 
     __slots__ = ("multiple", "pad_value")
 
-    def __init__(self, name: str, pad_value: complex, multiple: int | None) -> None:
-        super().__init__(name)
+    def __init__(
+        self,
+        name: str,
+        pad_value: complex,
+        multiple: int | None,
+        spares: dict[tuple[object, ...], Spare] | None = None,
+    ) -> None:
+        super().__init__(name, spares)
         self.pad_value = pad_value
         self.multiple = multiple
 

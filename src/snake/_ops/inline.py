@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 
 import attrs
 
-from .._buffers.collate import Collator, PadCollator, format_path
+from .._buffers.collate import Collator, PadCollator, Spare, format_path
 from .._engine.errors import ErrorBudget, ErrorPolicy
 from .._engine.resume import Cut, Drops, refill_pairs
 from .._engine.spec import Chunk, HoldingOp, InlineSpec, Op, Spec
@@ -731,6 +731,9 @@ class Batch(InlineSpec):
     size: int
     drop_last: bool = False
     collate: CollateArg = "default"
+    #: Free buffers of one run for the next run of the stream, by field (see
+    #: ``_buffers.collate.Spare``); not part of the stage's identity.
+    spares: dict[tuple[object, ...], Spare] = attrs.field(factory=dict, eq=False, repr=False)
 
     def describe(self) -> str:
         extra = ", drop_last=True" if self.drop_last else ""
@@ -743,7 +746,7 @@ class Batch(InlineSpec):
     def make(self, label: str) -> Op:
         collate = self.collate
         if collate == "default":
-            collate = Collator("batch")  # one per run: it owns the buffer pools
+            collate = Collator("batch", self.spares)  # one per run: it owns the buffer pools
         return _BatchOp(label, self.size, self.drop_last, collate)
 
 
@@ -768,6 +771,9 @@ class PadBatch(InlineSpec):
     pad_value: complex = 0
     pad_to_multiple: int | None = None
     drop_last: bool = False
+    #: Free buffers of one run for the next run of the stream, by field (see
+    #: ``_buffers.collate.Spare``); not part of the stage's identity.
+    spares: dict[tuple[object, ...], Spare] = attrs.field(factory=dict, eq=False, repr=False)
 
     def describe(self) -> str:
         extra = ""
@@ -780,7 +786,7 @@ class PadBatch(InlineSpec):
         return f"pad_batch({self.size}{extra})"
 
     def make(self, label: str) -> Op:
-        collate = PadCollator("pad_batch", self.pad_value, self.pad_to_multiple)
+        collate = PadCollator("pad_batch", self.pad_value, self.pad_to_multiple, self.spares)
         return _BatchOp(label, self.size, self.drop_last, collate)
 
 
@@ -791,6 +797,9 @@ class BucketByLength(InlineSpec):
     length: Callable[[Any], int] = len
     pad_value: complex = 0
     drop_last: bool = False
+    #: Free buffers of one run for the next run of the stream, by field (see
+    #: ``_buffers.collate.Spare``); not part of the stage's identity.
+    spares: dict[tuple[object, ...], Spare] = attrs.field(factory=dict, eq=False, repr=False)
 
     def describe(self) -> str:
         extra = ""
@@ -803,5 +812,5 @@ class BucketByLength(InlineSpec):
         return f"bucket_by_length({list(self.boundaries)}, {list(self.batch_sizes)}{extra})"
 
     def make(self, label: str) -> Op:
-        collate = PadCollator("bucket_by_length", self.pad_value, None)
+        collate = PadCollator("bucket_by_length", self.pad_value, None, self.spares)
         return _BucketOp(label, self.boundaries, self.batch_sizes, self.length, self.drop_last, collate)
