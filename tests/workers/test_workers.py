@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -258,3 +259,23 @@ def test_an_unguarded_script_gets_a_clear_error_not_a_recursion() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "[1, 2, 3, 4]"
     assert 'under `if __name__ == "__main__":`' in proc.stderr
+
+
+def test_a_cached_worker_follows_a_sys_path_extended_after_it_started(tmp_path: pathlib.Path) -> None:
+    # The first pipeline starts workers; then the script puts a new folder on sys.path
+    # and sends a function from a module there: the cached workers must find it.
+    script = tmp_path / "main.py"
+    (tmp_path / "later").mkdir()
+    (tmp_path / "later" / "latemod.py").write_text("def triple(x):\n    return 3 * x\n")
+    script.write_text(
+        "import os, sys\n"
+        "import snake\n"
+        "if __name__ == '__main__':\n"
+        "    print(snake.from_iterable(range(4)).par_map(abs, workers=2).to_list())\n"
+        "    sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'later'))\n"
+        "    import latemod\n"
+        "    print(snake.from_iterable(range(4)).par_map(latemod.triple, workers=2).to_list())\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[0, 1, 2, 3]\n[0, 3, 6, 9]\n"

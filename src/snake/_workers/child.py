@@ -46,6 +46,13 @@ def portable(exc: BaseException) -> BaseException:
     return exc
 
 
+def with_path(path: list[str], job: bytes) -> Any:
+    """A call sent with the main process's new ``sys.path``: set it, then run the call."""
+    sys.path[:] = path
+    fn, args = pickle.loads(job)
+    return fn(*args)
+
+
 def _run(job: bytes) -> bytes:
     try:
         fn, args = pickle.loads(job)

@@ -195,10 +195,13 @@ def _start_from_launcher(mode: str, sock_fd: int, stack_fd: int, idle_timeout: f
 class ProcWorker:
     """A worker process and the main process's socket to it."""
 
-    __slots__ = ("dead", "idle_since", "mode", "pid", "pidfd", "runs", "sock", "stack_fd")
+    __slots__ = ("dead", "idle_since", "mode", "path", "pid", "pidfd", "runs", "sock", "stack_fd")
 
     def __init__(self, mode: str, idle_timeout: float = IDLE_TIMEOUT) -> None:
         """Start a worker (blocking: run it in a thread)."""
+        #: The worker's sys.path: the main process's as the worker starts, and as each
+        #: later call that found it changed set it.
+        self.path = list(sys.path)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         stack_fd = os.memfd_create("snake-worker-stack", os.MFD_CLOEXEC) if hasattr(os, "memfd_create") else -1
         try:
@@ -288,6 +291,14 @@ class ProcWorker:
         for) before the exception propagates. ``WorkerDied`` if it ended meanwhile.
         """
         job = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        if sys.path != self.path:
+            # The main process's sys.path changed since the worker started (a cached
+            # worker, a script that extends its path): the worker takes the new one
+            # before it unpickles the call, which may import from it.
+            from .child import with_path
+
+            self.path = list(sys.path)
+            job = pickle.dumps((with_path, (self.path, job)), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             await _send(self.sock, wire.frame(job))
             reply = await _recv(self.sock)
