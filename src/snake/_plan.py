@@ -29,7 +29,8 @@ from ._ops.files import FromFiles, FromParquet, SourceShard
 from ._ops.huggingface import FromHuggingFace
 from ._ops.inline import Batch, OnError
 from ._ops.order import Shard
-from ._ops.parallel import ParMap
+from ._ops.parallel import ParMap, ParThen
+from ._ops.tune import AUTO, Autotune, TuneSettings
 from ._workers import shm
 
 __all__ = ["Plan", "plan"]
@@ -51,6 +52,7 @@ def plan(written: Sequence[Spec]) -> Plan:
     """Plan the stages ``written`` (a stream's, as its methods built them)."""
     notes: list[str] = []
     specs = _bind_errors(list(written))
+    specs = _bind_tuning(specs, notes)
     specs = [_plan_children(spec, notes) for spec in specs]
     specs = _push_shard(specs, notes)
     specs = _fuse_batches(specs, notes)
@@ -65,6 +67,40 @@ def _bind_errors(specs: list[Spec]) -> list[Spec]:
         else:
             out.append(spec)
     return out
+
+
+def _tuned(spec: Spec) -> bool:
+    return (isinstance(spec, ParMap) and spec.workers == AUTO) or (
+        isinstance(spec, ParThen) and spec.limit == AUTO
+    )
+
+
+def _bind_tuning(specs: list[Spec], notes: list[str]) -> list[Spec]:
+    """Hand ``autotune(...)`` (the last one written wins), the count of tuned stages and
+    the workers of fixed ``par_map`` stages to each tuned stage; drop the markers."""
+    marks = [s for s in specs if isinstance(s, Autotune)]
+    specs = [s for s in specs if not isinstance(s, Autotune)]
+    tuned = [s for s in specs if _tuned(s)]
+    if not tuned:
+        if marks:
+            notes.append(
+                f"{marks[-1].describe()} has no stage to tune: no par_map(workers='auto') or par_then(limit='auto')"
+            )
+        return specs
+    mark = marks[-1] if marks else Autotune()
+    fixed = sum(
+        int(s.workers)
+        for s in specs
+        if isinstance(s, ParMap) and s.workers != AUTO and s.backend != "ray" and s.pool is None
+    )
+    settings = TuneSettings(
+        cpus=mark.cpus,
+        memory=mark.memory_budget,
+        fixed_workers=fixed,
+        stages=len(tuned),
+        maps=sum(1 for s in tuned if isinstance(s, ParMap)),
+    )
+    return [attrs.evolve(s, tune=settings) if _tuned(s) else s for s in specs]  # type: ignore[misc]
 
 
 def _plan_children(spec: Spec, notes: list[str]) -> Spec:

@@ -52,6 +52,7 @@ from ._ops.pack import Fit, Pack, TooLong, check_pack
 from ._ops.parallel import Backend, ParMap, ParThen
 from ._ops.pipe import Pipe, check_pipe
 from ._ops.source import FromAsyncIterable, FromIterable
+from ._ops.tune import AUTO, Autotune
 from ._plan import Plan, plan
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._workers.procs import preload as preload_in_workers
@@ -70,7 +71,7 @@ _ON_ERROR_MODES = ("raise", "skip")
 
 def _check_par_map_backend(
     fn: Callable[..., Any],
-    workers: int,
+    workers: int | Literal["auto"],
     backend: str,
     worker_type: str,
     retries: int,
@@ -93,7 +94,7 @@ def _check_par_map_backend(
         if worker_type != "auto":
             raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
     if pool is not None:
-        if workers > pool.workers:
+        if not _is_auto(workers) and int(workers) > pool.workers:
             raise ValueError(f"par_map: workers={workers!r} is more than the pool's {pool.workers}")
         if worker_type != "auto":
             raise ValueError("par_map: worker_type is set by the pool; leave it out with pool=")
@@ -102,6 +103,10 @@ def _check_par_map_backend(
         check_importable("par_map", fn, worker_type if pool is None else pool.worker_type)
     elif worker_type != "auto":
         raise ValueError(f'par_map: worker_type={worker_type!r} only applies to backend="process"')
+
+
+def _is_auto(value: object) -> bool:
+    return isinstance(value, str) and value == AUTO
 
 
 def _check_timeout(method: str, timeout: object, name: str = "timeout") -> float | None:
@@ -512,13 +517,20 @@ class Stream(Generic[T]):
         afn: Callable[[T], Awaitable[U]],
         /,
         *,
-        limit: int = 16,
+        limit: int | Literal["auto"] = 16,
         ordered: bool = True,
         timeout: float | None = None,
         stall_timeout: float | None = 60.0,
     ) -> Stream[U]:
         """Await ``afn(item)`` for up to ``limit`` items at once, each call in its own trio
         task: for IO (reads, HTTP requests, sleeps).
+
+        - ``limit``: an ``int`` >= 1, or ``"auto"``: the stage starts at 16 calls at
+          once and tunes itself while it runs, between 1 and 1024: it doubles its limit
+          while its calls keep every slot busy and the items/s rise, and goes back
+          when a step did not pay; within the pipeline's ``memory_budget``
+          (:meth:`autotune`). The ``repr`` shows ``limit='auto'``;
+          :attr:`StageStatistics.tuning` says what it chose and why.
 
         - ``ordered=True``: results come out in input order. Counting from the oldest
           call whose result has not come out yet, at most ``limit`` calls are started:
@@ -547,7 +559,7 @@ class Stream(Generic[T]):
         Raises, when called:
 
         - the callable errors of :class:`Stream`;
-        - ``TypeError: par_then: limit=... must be an int``;
+        - ``TypeError: par_then: limit=... must be an int or 'auto'``;
         - ``ValueError: par_then: limit=... must be >= 1``;
         - ``TypeError: par_then: ordered=... must be a bool``;
         - ``TypeError: par_then: timeout=... must be a number of seconds or None`` (a
@@ -556,7 +568,8 @@ class Stream(Generic[T]):
         - the same two for ``stall_timeout`` (of ``then`` too).
         """
         check_callable("par_then", afn, want_async=True)
-        limit = check_int("par_then", "limit", limit, minimum=1)
+        if not _is_auto(limit):
+            limit = check_int("par_then", "limit", limit, minimum=1, auto=True)
         check_bool("par_then", "ordered", ordered)
         timeout = _check_timeout("par_then", timeout)
         stall_timeout = _check_timeout("par_then", stall_timeout, name="stall_timeout")
@@ -567,7 +580,7 @@ class Stream(Generic[T]):
         fn: Callable[[T], U],
         /,
         *,
-        workers: int | None = None,
+        workers: int | Literal["auto"] | None = None,
         backend: Backend = "process",
         ordered: bool = True,
         worker_type: WorkerType = "auto",
@@ -582,7 +595,14 @@ class Stream(Generic[T]):
         - ``workers``: the number of worker processes or threads. ``None`` means the
           number of CPUs this process may run on (``len(os.sched_getaffinity(0))`` where
           it exists, else ``os.cpu_count()``), resolved when ``par_map`` is called; with
-          ``pool=``, the pool's ``workers``.
+          ``pool=``, the pool's ``workers``. ``"auto"`` (process and thread backends):
+          the stage tunes its number of busy workers while it runs, within the
+          pipeline's CPU budget (:meth:`autotune`; by default the CPUs this process may
+          run on, less the workers of the pipeline's fixed ``par_map`` stages). It
+          starts with its share of the budget, adds a worker while all of them are busy
+          and that raises the items/s, and gives one back while they sit idle unless
+          that lowers the items/s; with ``pool=``, at most the pool's workers.
+          :attr:`StageStatistics.tuning` says what it chose and why.
         - ``backend="process"``: ``fn`` runs in snake's worker processes (below).
           ``fn`` and the items are pickled; so are the results, except large NumPy
           arrays, which come back through shared memory (below). The stage takes idle
@@ -733,8 +753,10 @@ class Stream(Generic[T]):
 
         - the callable errors of :class:`Stream`;
         - ``TypeError: par_map: pool=... must be a snake.WorkerPool``;
-        - ``TypeError: par_map: workers=... must be an int``;
+        - ``TypeError: par_map: workers=... must be an int or 'auto'``;
         - ``ValueError: par_map: workers=... must be >= 1``;
+        - ``ValueError: par_map: workers='auto' needs backend='process' or 'thread'
+          ...`` with ``backend="ray"``;
         - ``ValueError: par_map: backend=... must be one of ('process', 'thread', 'ray')``;
         - with ``backend="ray"`` and Ray not installed: ``ImportError`` saying ``pip
           install 'snake[ray]'``; ``ValueError: par_map: ray_options=... only applies to
@@ -773,9 +795,15 @@ class Stream(Generic[T]):
             raise TypeError(f"par_map: pool={pool!r} must be a snake.WorkerPool")
         if workers is None:
             workers = pool.workers if pool is not None else default_workers()
-        workers = check_int("par_map", "workers", workers, minimum=1)
+        if not _is_auto(workers):
+            workers = check_int("par_map", "workers", workers, minimum=1, auto=True)
         if backend not in _BACKENDS:
             raise ValueError(f"par_map: backend={backend!r} must be one of {_BACKENDS}")
+        if _is_auto(workers) and backend == "ray":
+            raise ValueError(
+                "par_map: workers='auto' needs backend='process' or 'thread'; a Ray stage takes its "
+                "actors from the cluster: give it a number of workers"
+            )
         check_bool("par_map", "ordered", ordered)
         check_worker_type("par_map", worker_type, processes=backend == "process")
         retries = check_int("par_map", "retries", retries, minimum=0)
@@ -889,6 +917,37 @@ class Stream(Generic[T]):
         """
         is_async, stateful = check_pipe(fn)
         return self._then(Pipe(fn, is_async, stateful))
+
+    def autotune(self, *, cpus: int | None = None, memory_budget: int | None = None) -> Stream[T]:
+        """Set the budget that the pipeline's tuned stages share: those written with
+        ``par_map(fn, workers="auto")`` or ``par_then(afn, limit="auto")``.
+
+        It adds no stage, and may be written anywhere in the chain (the last one wins);
+        the ``repr`` shows it where it was written. Without it, tuned stages have the
+        default budget.
+
+        - ``cpus``: the worker processes (or threads) that the tuned ``par_map`` stages
+          may run at once, all together: an ``int`` >= 1, or ``None`` (the default) for
+          the number of CPUs this process may run on. The workers of fixed ``par_map``
+          stages of the same pipeline (``workers=N``, without ``pool=``) count against
+          it; each tuned stage keeps at least one worker.
+        - ``memory_budget``: bytes, an ``int`` >= 1, or ``None`` (the default: no
+          bound). Each tuned stage gets an equal share and keeps the results it holds
+          (in its calls and in its output buffer, sized from a sample of its results)
+          under it: it does not grow past its share, and shrinks when over.
+
+        How the tuned stages move is in :doc:`/performance` (Tuned concurrency); what
+        each chose and why is in :attr:`StageStatistics.tuning` and the report.
+
+        Raises, when called: ``TypeError: autotune: cpus=... must be an int``,
+        ``ValueError: autotune: cpus=... must be >= 1``, and the same two for
+        ``memory_budget``.
+        """
+        if cpus is not None:
+            cpus = check_int("autotune", "cpus", cpus, minimum=1)
+        if memory_budget is not None:
+            memory_budget = check_int("autotune", "memory_budget", memory_budget, minimum=1)
+        return self._then(Autotune(cpus, memory_budget))
 
     def on_error(self, mode: ErrorMode, /, *, max_errors: float | None = None) -> Stream[T]:
         """Set what the stage just before does when its function raises for an item.

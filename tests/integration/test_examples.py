@@ -179,6 +179,14 @@ EXPECTED["ray_train_ranks.py"] = (
 #: Examples that import torch, an optional dependency that the test extra leaves out
 #: (PyPI's default torch is a multi-GB CUDA build): they run where torch is installed.
 NEEDS_TORCH = {"torch_loop.py"}
+EXPECTED["autotune.py"] = (
+    "par_then(fetch, limit='auto').par_map(checksum, workers='auto').autotune(cpus=2, memory_budget=67108864)\n",
+    "all 2000 items: True\n",
+    "par_then chose a higher limit than 16: True\n",
+    "par_map kept within 2 CPUs: True\n",
+    "#1 par_then(fetch, limit='auto'): limit=auto: ",
+    "#2 par_map(checksum, workers='auto'): workers=auto: ",
+)
 EXPECTED["torch_loop.py"] = ("64 steps of Tensor (64, 3, 16, 16)", "loss went down: True")
 
 #: Command-line arguments for examples that need some: a server checks itself, then exits.

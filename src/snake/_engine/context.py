@@ -19,6 +19,7 @@ class Context:
     """Per-run state shared by the stages of one opened pipeline."""
 
     __slots__ = (
+        "_budget",
         "_counters",
         "_index",
         "base",
@@ -71,6 +72,16 @@ class Context:
         #: Seconds the consumer waited for chunks, and the items it received.
         self.consumer_wait_s = 0.0
         self.received = 0
+        #: What the tuned stages share (``workers="auto"``, ``limit="auto"``): made by
+        #: the first of them.
+        self._budget: Any = None
+
+    def budget(self, settings: Any) -> Any:
+        """The run's :class:`snake._ops.tune.Budget`, made from ``settings`` (a
+        ``TuneSettings``, the same for every tuned stage of a run) on first use."""
+        if self._budget is None:
+            self._budget = settings.budget()
+        return self._budget
 
     def label(self, index: int) -> str:
         return self.labels[index]

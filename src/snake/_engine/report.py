@@ -39,8 +39,12 @@ def _kind(st: StageStatistics) -> str:
 
 def _advice(st: StageStatistics, owner: StageStatistics | None) -> str:
     kind = _kind(st)
+    if kind == "par_map" and st.tuning is not None:
+        return f"it tunes its workers (now {st.slots}) within the CPU budget: raise it with autotune(cpus=...), or make the function cheaper"
     if kind == "par_map":
         return f"raise workers (now {st.slots}), or make the function cheaper"
+    if kind == "par_then" and st.tuning is not None:
+        return f"it tunes its limit (now {st.slots}): make each call faster"
     if kind == "par_then":
         return f"raise limit (now {st.slots}), or make each call faster"
     if kind == "then":
@@ -113,6 +117,11 @@ def _padding(stats: PipelineStatistics) -> list[str]:
     ]
 
 
+def _tuning(stats: PipelineStatistics) -> list[str]:
+    """A line for each tuned stage (``workers="auto"``, ``limit="auto"``): its choice and why."""
+    return [f"tuned: {st.name}: {st.tuning}" for st in stats.stages if st.tuning is not None]
+
+
 def report(stats: PipelineStatistics) -> str:
     """The text of ``Items.report()``: the summary, the bottleneck, then a table."""
     e = stats.elapsed_s
@@ -124,6 +133,7 @@ def report(stats: PipelineStatistics) -> str:
     lines = [summary, f"bottleneck: {bottleneck(stats)[1]}"]
     lines += _stalls(stats)
     lines += _padding(stats)
+    lines += _tuning(stats)
     lines += [f"plan: {note}" for note in stats.plan]
     width = max([len(st.name) for st in stats.stages] + [5])
     width = min(width, 60)

@@ -194,18 +194,21 @@ def check_importable(method: str, fn: Callable[..., Any], worker_type: str) -> N
     )
 
 
-def check_int(method: str, name: str, value: object, *, minimum: int) -> int:
+def check_int(method: str, name: str, value: object, *, minimum: int, auto: bool = False) -> int:
     """Validate an integer argument, quoting it in the error, and return it as a plain ``int``.
 
     Anything ``operator.index`` takes is an int here (``np.int64(45)``, say), so a spec
     stores a plain ``int`` whatever the caller passed; bools and floats are refused.
+    ``auto``: the argument may also be ``"auto"`` (checked by the caller); the error
+    says so.
     """
+    what = "an int or 'auto'" if auto else "an int"
     if isinstance(value, bool):
-        raise TypeError(f"{method}: {name}={value!r} must be an int")
+        raise TypeError(f"{method}: {name}={value!r} must be {what}")
     try:
         n = int(operator.index(value))  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"{method}: {name}={value!r} must be an int") from None
+        raise TypeError(f"{method}: {name}={value!r} must be {what}") from None
     if n < minimum:
         raise ValueError(f"{method}: {name}={value!r} must be >= {minimum}")
     return n
@@ -222,7 +225,7 @@ def publish(module: str, namespace: dict[str, Any]) -> None:
     ``__module__``, as trio does: ``snake.Stream``, not ``snake._stream.Stream``, in
     reprs, pickles of classes, tracebacks and the generated reference."""
     for name in namespace["__all__"]:
+
         obj = namespace[name]
         if (inspect.isclass(obj) or inspect.isfunction(obj)) and obj.__module__.startswith("snake._"):
             obj.__module__ = module
-

@@ -32,6 +32,7 @@ from .._engine.util import CHUNK_CAP, add_note, describe_callable, spawn
 from .._workers.backend import Backend as WorkerBackend
 from .._workers.backend import Failure, Lost, Running
 from .._workers.pool import WorkerPool, WorkerType, resolve_worker_type
+from .tune import AUTO, MAX_LIMIT, START_LIMIT, Budget, Tuner, TuneSettings
 
 if TYPE_CHECKING:
     from .._engine.context import Context
@@ -189,6 +190,7 @@ class _Core:
     """Runner tasks, input slicing, the reorder window and the emission of results."""
 
     __slots__ = (
+        "active",
         "base",
         "call",
         "chunk",
@@ -197,6 +199,7 @@ class _Core:
         "eof",
         "fetching",
         "fused",
+        "gate",
         "held_back",
         "inbox",
         "input_wait",
@@ -213,11 +216,15 @@ class _Core:
         "res",
         "res_first",
         "resuming",
+        "runners",
         "skip_done",
         "slots",
+        "spawned",
         "stop",
+        "tuner",
         "unit_size",
         "window",
+        "window_per_slot",
         "window_wait",
     )
 
@@ -245,8 +252,17 @@ class _Core:
         self.fused = fused
         self.outbox = outbox
         self.ordered = ordered
+        #: Runner tasks, and how many of them may take work (fewer under a Tuner).
         self.slots = slots
+        self.active = slots
+        self.gate = trio.lowlevel.ParkingLot()
+        self.tuner: Tuner | None = None
+        #: The runners' nursery while the stage runs, and how many runners it has: a
+        #: tuned stage starts them as it grows (tasks are cheap, not free).
+        self.runners: trio.Nursery | None = None
+        self.spawned = 0
         self.window = window
+        self.window_per_slot = max(1, window // max(1, slots))
         self.call = call
         self.unit_size = unit_size
         self.chunk: Chunk = []
@@ -396,12 +412,31 @@ class _Core:
         if self.fused.done:
             self.stop.cancel()
 
-    async def runner(self) -> None:
+    def set_active(self, n: int) -> None:
+        """Let ``n`` runners take work (a Tuner's choice): the reorder window and the
+        counters follow; runners above ``n`` stop after their current unit."""
+        self.active = n
+        self.counters.slots = n
+        self.window = self.window_per_slot * n
+        self.gate.unpark_all()
+        self.window_wait.wake()
+        if self.runners is not None:
+            self._spawn_runners()
+
+    def _spawn_runners(self) -> None:
+        assert self.runners is not None
+        while self.spawned < min(self.active, self.slots):
+            spawn(self.runners, self.runner, self.spawned)
+            self.spawned += 1
+
+    async def runner(self, index: int = 0) -> None:
         outbox = self.outbox
         counters = self.counters
         res_first = self.res_first
         completed = self.res.completed if self.res.unordered else None  # a no-op if ordered
         while True:
+            while index >= self.active and not self.eof:  # held back by the tuner (not parked)
+                await self.gate.park()
             if len(outbox) >= outbox.cap:
                 t0 = counters.park()
                 try:
@@ -410,8 +445,11 @@ class _Core:
                     counters.unpark(t0)
             work = await self._take()
             if work is None:
-                # Done: the slot counts as idle until the stage stops.
-                counters.park()
+                # Done: the slot counts as idle until the stage stops. Runners held back
+                # by a tuner see the end too.
+                self.gate.unpark_all()
+                if index < self.active:
+                    counters.park()
                 return
             unit, start, items = work
             n = len(items)
@@ -422,6 +460,8 @@ class _Core:
                 counters.in_flight -= n
             if completed is not None and start >= res_first:  # not a refill unit (numbered below)
                 completed(start, n, len(results))
+            if self.tuner is not None:
+                self.tuner.sample(results)
             self._complete(unit, results, start, n)
 
     async def run(
@@ -438,11 +478,16 @@ class _Core:
                     async with trio.open_nursery() as side:
                         if watch is not None:
                             spawn(side, watch)
-                        async with trio.open_nursery() as runners:
-                            for task in extra_tasks:
-                                spawn(runners, task)
-                            for _ in range(self.slots):
-                                spawn(runners, self.runner)
+                        if self.tuner is not None:
+                            spawn(side, self.tuner.run)
+                        try:
+                            async with trio.open_nursery() as runners:
+                                for task in extra_tasks:
+                                    spawn(runners, task)
+                                self.runners = runners
+                                self._spawn_runners()
+                        finally:
+                            self.runners = None  # closed: a tuner's growth starts no runner now
                         side.cancel_scope.cancel()
                 self.outbox.put(self.fused.flush())
                 self.outbox.close()
@@ -462,17 +507,19 @@ class ParThen(TaskSpec):
     """``then(afn)`` (limit=1) and ``par_then(afn, limit=N, ordered=..., timeout=...)``."""
 
     afn: Callable[[Any], Awaitable[Any]]
-    limit: int = 1
+    limit: int | Literal["auto"] = 1
     ordered: bool = True
     name: str = "par_then"
     timeout: float | None = None
     errors: ErrorPolicy = _RAISE
     stall_timeout: float | None = 60.0
+    #: ``limit="auto"``: the pipeline's budget, set by the plan.
+    tune: TuneSettings | None = None
 
     def describe(self) -> str:
         args = [describe_callable(self.afn)]
         if self.name == "par_then":
-            args.append(f"limit={self.limit}")
+            args.append(f"limit={self.limit!r}")
             if not self.ordered:
                 args.append("ordered=False")
         if self.timeout is not None:
@@ -522,22 +569,67 @@ class ParThen(TaskSpec):
                 if running is not None:
                     del running[start]
 
+        auto = self.limit == AUTO
+        slots = MAX_LIMIT if auto else int(self.limit)
+        start = START_LIMIT if auto else slots
+
+        most = [fused.outbox_cap()]  # lowered by a tuner under a memory budget
+
+        def outbox_cap(limit: int) -> int:
+            # IO results (downloads, decoded files) can be large: at most 256 (or 4 per
+            # task) wait here; fewer costs channel hops (64: half the items/s of trivial tasks).
+            return min(most[0], max(1, max(256, 4 * limit) // fused.weight()))
+
+
+        outbox = Outbox(send, cap=outbox_cap(start))
         core = _Core(
             inbox=inbox,
             fused=fused,
-            # IO results (downloads, decoded files) can be large: at most 256 (or 4 per
-            # task) wait here; fewer costs channel hops (64: half the items/s of trivial tasks).
-            outbox=Outbox(send, cap=min(fused.outbox_cap(), max(1, max(256, 4 * self.limit) // fused.weight()))),
+            outbox=outbox,
             ordered=self.ordered,
-            slots=self.limit,
-            window=self.limit,
+            slots=slots,
+            window=slots,
             call=call,
             unit_size=lambda: 1,
             counters=counters,
             res=res,
             entry=entry,
         )
+        if auto:
+
+            def resize(n: int) -> None:
+                core.set_active(n)
+                outbox.cap = outbox_cap(n)
+
+            def cap_outbox(cap: int) -> None:
+                most[0] = max(1, cap // fused.weight())
+                outbox.cap = outbox_cap(core.active)
+
+            core.set_active(start)
+            core.tuner = counters.tuner = Tuner(
+                kind="limit",
+                counters=counters,
+                outbox=outbox,
+                set_active=resize,
+                start=start,
+                high=slots,
+                budget=ctx.budget(self.tune or TuneSettings()),
+                period_s=lambda: _period(counters, 0.05),
+                cap_outbox=cap_outbox,
+                window_per_slot=core.window_per_slot,
+            )
         await core.run(watch=watch.run if watch is not None else None)
+
+
+def _period(counters: StageCounters, least: float) -> float:
+    """How often a Tuner looks: ``least`` seconds, or longer while calls are slow (four
+    mean calls per period, from the busy slot-seconds per item so far), at most 1 s."""
+    done = counters.items_out
+    if not done:
+        return least
+    now = time.perf_counter()
+    busy = counters.busy(now) * max(1, counters.slots)
+    return min(1.0, max(least, 4 * busy / done))
 
 
 class _Pacer:
@@ -577,7 +669,6 @@ class _Pacer:
         sample = elapsed / n
         self.per_item = sample if self.per_item is None else 0.5 * (self.per_item + sample)
         self._bound()
-
 
 
 _stall_log = logging.getLogger("snake")
@@ -726,7 +817,7 @@ class ParMap(TaskSpec):
     """``par_map(fn, workers=N, backend=..., ordered=..., retries=..., timeout=..., pool=...)``."""
 
     fn: Callable[[Any], Any]
-    workers: int
+    workers: int | Literal["auto"]
     backend: Backend = "process"
     ordered: bool = True
     worker_type: WorkerType = "auto"
@@ -740,9 +831,11 @@ class ParMap(TaskSpec):
     slabs: bool = False
     #: Options for each Ray actor (``backend="ray"``), checked by ``par_map``.
     ray_options: dict[str, Any] | None = attrs.field(default=None, eq=False)
+    #: ``workers="auto"``: the pipeline's budget, set by the plan.
+    tune: TuneSettings | None = None
 
     def describe(self) -> str:
-        args = [describe_callable(self.fn), f"workers={self.workers}"]
+        args = [describe_callable(self.fn), f"workers={self.workers!r}"]
         if self.backend != "process":
             args.append(f"backend={self.backend!r}")
         if not self.ordered:
@@ -772,29 +865,38 @@ class ParMap(TaskSpec):
         res = _ParResume(self.ordered, self.errors.mode == "skip")
         entry = ctx.resumable(label, res)
         pool = self.pool
+        if self.workers == AUTO:
+            budget = ctx.budget(self.tune or TuneSettings())
+            share = max(1, budget.cpus - budget.fixed)
+            high = pool.workers if pool is not None else share
+            start = budget.take(min(high, max(1, share // max(1, budget.maps))))
+        else:
+            high = start = int(self.workers)
         shared = pool._acquire(label) if pool is not None else None
         try:
-            backend = self._backend(label, shared)
+            backend = self._backend(label, shared, high)
             async with backend:
-                run = _MapRun(self, backend, label, counters, entry, res)
+                run = _MapRun(self, backend, label, counters, entry, res, high, start)
+                if self.workers == AUTO:
+                    run.tune(ctx.budget(self.tune or TuneSettings()))
                 await run.run(inbox, backend.fuse(fused), send)
         finally:
             if pool is not None:
                 pool._release()
 
-    def _backend(self, label: str, shared: trio.CapacityLimiter | None) -> WorkerBackend:
+    def _backend(self, label: str, shared: trio.CapacityLimiter | None, workers: int) -> WorkerBackend:
         skip = self.errors.mode == "skip"
         if self.backend == "thread":
             from .._workers.thread import ThreadBackend
 
-            return ThreadBackend(self.fn, self.workers, label, skip)
+            return ThreadBackend(self.fn, workers, label, skip)
         if self.backend == "ray":
             from .._workers.ray import RayBackend
 
             ray_pool = self.pool
             return RayBackend(
                 self.fn,
-                self.workers,
+                workers,
                 label,
                 skip,
                 options=self.ray_options or {},
@@ -808,7 +910,7 @@ class ParMap(TaskSpec):
         source: Any = pool if pool is not None else CacheSource(resolve_worker_type(self.worker_type))
         return ProcessBackend(
             self.fn,
-            self.workers,
+            workers,
             label,
             skip,
             source,
@@ -829,8 +931,14 @@ class _MapRun:
         counters: StageCounters,
         entry: dict[str, Any] | None,
         res: _ParResume,
+        workers: int,
+        start: int,
     ) -> None:
         self.spec = spec
+        #: Runner slots (the ceiling of a tuned stage), and how many start active.
+        self.workers = workers
+        self.start = start
+        self.budget_: Budget | None = None
         self.backend = backend
         self.label = label
         self.counters = counters
@@ -846,10 +954,14 @@ class _MapRun:
         self.watch = _Watch(backend, label, counters, spec.timeout, spec.stall_timeout)
         counters.watch = self.watch
 
+    def tune(self, budget: Budget) -> None:
+        """``workers="auto"``: run with a Tuner, within ``budget``."""
+        self.budget_ = budget
+
     async def run(self, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
         outbox = Outbox(send)
-        workers = self.spec.workers
-        self.pacer.attach(outbox, fused, workers)
+        workers = self.workers
+        self.pacer.attach(outbox, fused, self.start)
         core = _Core(
             inbox=inbox,
             fused=fused,
@@ -863,7 +975,40 @@ class _MapRun:
             res=self.res,
             entry=self.entry,
         )
-        await core.run(self._warm_ups(), watch=self.watch.run if self.watch.needed else None)
+        budget = self.budget_
+        if budget is not None:
+            pacer = self.pacer
+
+            def resize(n: int) -> None:
+                core.set_active(n)
+                pacer.workers = n
+                pacer._bound()
+
+            most = pacer.max_cap
+
+            def cap_outbox(cap: int) -> None:
+                pacer.max_cap = max(1, min(most, cap // pacer.weight))
+                pacer._bound()
+
+            core.set_active(self.start)
+            core.tuner = self.counters.tuner = Tuner(
+                kind="workers",
+                counters=self.counters,
+                outbox=outbox,
+                set_active=resize,
+                start=self.start,
+                high=workers,
+                budget=budget,
+                period_s=lambda: _period(self.counters, 0.1),
+                cap_outbox=cap_outbox,
+                window_per_slot=core.window_per_slot,
+                unit_items=pacer.size,
+            )
+        try:
+            await core.run(self._warm_ups(), watch=self.watch.run if self.watch.needed else None)
+        finally:
+            if budget is not None:
+                budget.give(core.active)  # the stage has ended: its workers are free
 
     def _warm_ups(self) -> tuple[Callable[[], Awaitable[Any]], ...]:
         pool = self.spec.pool
@@ -871,10 +1016,10 @@ class _MapRun:
             return ()
         if pool is not None:
             stats = pool.statistics()
-            if stats.idle_workers + stats.running_workers >= self.spec.workers:
+            if stats.idle_workers + stats.running_workers >= self.start:
                 # A warm pool: warm-up calls would only queue behind other stages' calls.
                 return ()
-        return (self.backend.warm_up,) * self.spec.workers
+        return (self.backend.warm_up,) * self.start
 
     async def attempt(self, items: Chunk, start: int) -> Chunk:
         """One unit on the backend; raises Lost if its worker dies or runs past the deadline."""
