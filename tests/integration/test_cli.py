@@ -45,7 +45,17 @@ def test_help_and_bad_arguments() -> None:
 
 @pytest.mark.parametrize(
     "script",
-    ["overhead.py", "seed.py", "arrays.py", "small_items.py", "collate.py", "parquet.py", "ray.py", "pack.py"],
+    [
+        "overhead.py",
+        "seed.py",
+        "arrays.py",
+        "small_items.py",
+        "collate.py",
+        "parquet.py",
+        "ray.py",
+        "pack.py",
+        "autotune.py",
+    ],
 )
 def test_benchmark_runs(script: str, tmp_path: object) -> None:
     out_json = os.path.join(str(tmp_path), "r.json")
@@ -55,6 +65,24 @@ def test_benchmark_runs(script: str, tmp_path: object) -> None:
         data = json.load(f)
     assert data["machine"]["cpus"] >= 1
     assert data["results"], data
+
+
+def test_the_peers_benchmark_runs_every_workload(tmp_path: object) -> None:
+    # The peers are not in the test extra: their rows say "not installed" (Ray Data and
+    # Hugging Face datasets are, and run); snake's rows run and none fails.
+    out_json = os.path.join(str(tmp_path), "peers.json")
+    proc = run(os.path.join("bench", "peers", "run.py"), "--quick", "--json", out_json)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(out_json) as f:
+        data = json.load(f)
+    workloads = data["workloads"]
+    assert {k.split(".")[0] for k in workloads} == {"seed", "maps", "async_maps", "arrays", "batching", "images"}
+    for name, w in workloads.items():
+        runners = w["runners"]
+        snake_rows = [r for r in runners if r.startswith("snake")]
+        assert snake_rows and all(runners[r]["median"] for r in snake_rows), (name, runners)
+        assert not any(r["note"].startswith("failed") for r in runners.values()), (name, runners)
+        assert all(r["median"] or r["note"].startswith("not installed") for r in runners.values()), (name, runners)
 
 
 def test_run_all_runs_the_named_benchmarks_and_prints_their_ratio_lines(tmp_path: object) -> None:
