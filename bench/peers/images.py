@@ -464,7 +464,23 @@ def runners(quick: bool) -> dict[str, Callable[[], Figure]]:
 
         return lazy(make)
 
+    def bound() -> Figure:
+        """The 2-worker bound: 2 / t, t the median time of decode_row on 48 rows in this
+        process (the rows of the first shard, read once)."""
+        import statistics
+
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(get()[1][0]).slice(0, 48).to_pylist()
+        times = []
+        for row in rows:
+            t0 = time.perf_counter()
+            decode_row(row)
+            times.append(time.perf_counter() - t0)
+        return WORKERS / statistics.median(times)
+
     return {
+        "baseline: the 2-worker bound, 2 / t_decode": bound,
         # built (the data generated) before the first round, like the peers
         "snake": bind(snake_parquet),
         "snake (from_huggingface, read=False)": bind(snake_huggingface),
