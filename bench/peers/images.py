@@ -26,6 +26,10 @@ Runners:
 - ``snake``: ``from_parquet(shards).par_map(decode_row, workers=2).batch(64)``: the rows
   read in the main process, each row's PNG sent to a worker, ``async for`` under
   ``trio.run`` (workers from snake's cache after the first round of the process);
+- ``snake (row groups read and batched in the workers)``: ``from_parquet(shards,
+  read=False).par_map(decode_group, workers=2)``: each worker reads a row group (64 rows),
+  decodes its images and stacks them, as a torch worker collates its batch; the batch
+  comes back through shared memory, and the main process copies nothing;
 - ``snake (from_huggingface, read=False)``: ``from_huggingface(root, decode=False,
   read=False).par_map(decode_piece, workers=2).flat_map(list).batch(64)``: each worker
   reads a row group itself (tutorial: "Hugging Face datasets"), so the PNGs never pass
@@ -105,6 +109,16 @@ def decode_row(row: dict[str, Any]) -> tuple[np.ndarray[Any, Any], int]:
 def decode_piece(piece: Any) -> list[tuple[np.ndarray[Any, Any], int]]:
     """In a snake worker: read one row group (a ``HuggingFacePiece``) and decode its rows."""
     return [decode_row(row) for row in piece.read()]
+
+
+def decode_group(group: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """In a snake worker: read one row group (a ``ParquetRowGroup`` of ``BATCH`` rows),
+    decode its rows and stack them into a batch: ``(images, labels)``."""
+    rows = group.read()
+    images = np.empty((len(rows), 3, CROP, CROP), np.float32)
+    for k, row in enumerate(rows):
+        images[k] = decode_augment(row["image"]["bytes"], row["label"])
+    return images, np.array([row["label"] for row in rows], dtype=np.int64)
 
 
 # -- the data -------------------------------------------------------------------------
@@ -236,6 +250,24 @@ def run_snake(root: str, paths: list[str], expected: np.ndarray[Any, Any]) -> Fi
 
 def snake_parquet() -> Callable[[str, list[str], np.ndarray[Any, Any]], Figure]:
     return run_snake
+
+
+def run_snake_groups(root: str, paths: list[str], expected: np.ndarray[Any, Any]) -> Figure:
+    """Row groups read, decoded and stacked in the workers (docs: "Reading row groups in
+    the workers"); a row group is a batch of 64, as a torch worker's collate makes it."""
+    import trio
+
+    import snake
+
+    async def main() -> Figure:
+        c = Checker(expected)
+        stream = snake.from_parquet(paths, read=False).par_map(decode_group, workers=WORKERS)
+        async with stream.open() as batches:
+            async for images, labels in batches:
+                c.add(images, labels)
+        return c.figure()
+
+    return trio.run(main)
 
 
 @lazy
@@ -483,6 +515,7 @@ def runners(quick: bool) -> dict[str, Callable[[], Figure]]:
         "baseline: the 2-worker bound, 2 / t_decode": bound,
         # built (the data generated) before the first round, like the peers
         "snake": bind(snake_parquet),
+        "snake (row groups read and batched in the workers)": bind(lambda: run_snake_groups),
         "snake (from_huggingface, read=False)": bind(snake_huggingface),
         "torch DataLoader (map-style)": bind(torch_map_style),
         "torch DataLoader (IterableDataset)": bind(torch_iterable),
