@@ -936,6 +936,11 @@ class Stream(Generic[T]):
           (in its calls and in its output buffer, sized from a sample of its results)
           under it: it does not grow past its share, and shrinks when over.
 
+        The streams inside ``chain``, ``zip``, ``mix`` and ``repeat`` are planned and
+        run as pipelines of their own: their tuned stages share the budget of an
+        ``autotune()`` written inside them (by default, the CPUs this process may run
+        on), not the outer pipeline's.
+
         How the tuned stages move is in :doc:`/performance` (Tuned concurrency); what
         each chose and why is in :attr:`StageStatistics.tuning` and the report.
 

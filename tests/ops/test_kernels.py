@@ -249,3 +249,8 @@ def test_a_thread_count_below_one_is_refused(kernel: str) -> None:
         fn([np.zeros(3)], threads=0)
     with pytest.raises(TypeError):
         fn([np.zeros(3)], threads="2")
+
+
+def test_a_large_thread_count_is_capped() -> None:
+    items = [np.full(3, i, np.int32) for i in range(300)]
+    assert np.array_equal(kernels.stack(items, threads=10_000), np.stack(items))

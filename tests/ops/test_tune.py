@@ -193,3 +193,14 @@ def test_workers_auto_needs_a_local_backend() -> None:
     pytest.importorskip("ray", reason="the ray backend's argument check needs ray installed")
     with pytest.raises(ValueError, match="workers='auto' needs backend='process' or 'thread'"):
         snake.from_iterable(range(3)).par_map(funcs.inc, workers="auto", backend="ray")
+
+
+def test_a_memory_budget_counts_the_batches_fused_after_a_tuned_stage() -> None:
+    # batch(4) fused after the stage: an item of its output buffer is 4 results of 1 MiB.
+    stream = (
+        snake.from_iterable(range(1600)).par_then(big_io, limit="auto").batch(4, collate=None)
+    ).autotune(memory_budget=12 << 20)
+    got, stats, _ = stats_of(stream)
+    assert len(got) == 400
+    st = stats.stage(1)
+    assert st.slots <= 2 and st.tuning is not None and "over its memory share" in st.tuning, st.tuning

@@ -305,8 +305,12 @@ class _Core:
         self.window_wait = _Waiters()
         self.stop = trio.CancelScope()
 
-    async def _take(self) -> tuple[int, int, Chunk] | None:
+    async def _take(self, index: int = 0) -> tuple[int, int, Chunk] | None | Literal[False]:
+        """The next unit for runner ``index``: None at the end of the input, False if the
+        tuner has held the runner back meanwhile (it goes back to the gate)."""
         while True:
+            if index >= self.active and not self.eof:
+                return False
             if self.ordered and self.next_unit - self.emit_unit >= self.window:
                 await self.window_wait.park(self.counters)
                 continue
@@ -315,7 +319,7 @@ class _Core:
                 k = self.unit_size()
                 if k > 1:
                     # Spread what is there over the runners rather than give it all to one.
-                    k = min(k, max(1, math.ceil(left / self.slots)))
+                    k = min(k, max(1, math.ceil(left / self.active)))
                 if self.resuming:
                     if self.skip_done is not None and self._skip_done():
                         continue
@@ -424,9 +428,14 @@ class _Core:
             self._spawn_runners()
 
     def _spawn_runners(self) -> None:
-        assert self.runners is not None
-        while self.spawned < min(self.active, self.slots):
-            spawn(self.runners, self.runner, self.spawned)
+        # Past the end of the input (or once the runners' nursery has closed, which the
+        # stage notices only after it), a new runner would have nothing to do.
+        while self.runners is not None and not self.eof and self.spawned < min(self.active, self.slots):
+            try:
+                spawn(self.runners, self.runner, self.spawned)
+            except RuntimeError:  # the nursery is closed to new arrivals
+                self.runners = None
+                return
             self.spawned += 1
 
     async def runner(self, index: int = 0) -> None:
@@ -443,7 +452,9 @@ class _Core:
                     await outbox.wait_room()
                 finally:
                     counters.unpark(t0)
-            work = await self._take()
+            work = await self._take(index)
+            if work is False:
+                continue  # held back by the tuner while it waited
             if work is None:
                 # Done: the slot counts as idle until the stage stops. Runners held back
                 # by a tuner see the end too.
@@ -602,7 +613,7 @@ class ParThen(TaskSpec):
                 outbox.cap = outbox_cap(n)
 
             def cap_outbox(cap: int) -> None:
-                most[0] = max(1, cap // fused.weight())
+                most[0] = max(1, min(fused.outbox_cap(), cap // fused.weight()))
                 outbox.cap = outbox_cap(core.active)
 
             core.set_active(start)
@@ -617,6 +628,7 @@ class ParThen(TaskSpec):
                 period_s=lambda: _period(counters, 0.05),
                 cap_outbox=cap_outbox,
                 window_per_slot=core.window_per_slot,
+                weight=fused.weight(),
             )
         await core.run(watch=watch.run if watch is not None else None)
 
@@ -865,22 +877,27 @@ class ParMap(TaskSpec):
         res = _ParResume(self.ordered, self.errors.mode == "skip")
         entry = ctx.resumable(label, res)
         pool = self.pool
-        if self.workers == AUTO:
-            budget = ctx.budget(self.tune or TuneSettings())
+        budget = ctx.budget(self.tune or TuneSettings()) if self.workers == AUTO else None
+        if budget is not None:
             share = max(1, budget.cpus - budget.fixed)
             high = pool.workers if pool is not None else share
-            start = budget.take(min(high, max(1, share // max(1, budget.maps))))
+            start = min(high, max(1, share // max(1, budget.maps)))
         else:
             high = start = int(self.workers)
+        run: _MapRun | None = None
         shared = pool._acquire(label) if pool is not None else None
         try:
+            if budget is not None:
+                start = budget.take(start)
             backend = self._backend(label, shared, high)
             async with backend:
                 run = _MapRun(self, backend, label, counters, entry, res, high, start)
-                if self.workers == AUTO:
-                    run.tune(ctx.budget(self.tune or TuneSettings()))
+                if budget is not None:
+                    run.tune(budget)
                 await run.run(inbox, backend.fuse(fused), send)
         finally:
+            if budget is not None:  # the stage has ended: its workers are free
+                budget.give(run.active() if run is not None else start)
             if pool is not None:
                 pool._release()
 
@@ -939,6 +956,7 @@ class _MapRun:
         self.workers = workers
         self.start = start
         self.budget_: Budget | None = None
+        self.core: _Core | None = None
         self.backend = backend
         self.label = label
         self.counters = counters
@@ -1002,13 +1020,15 @@ class _MapRun:
                 period_s=lambda: _period(self.counters, 0.1),
                 cap_outbox=cap_outbox,
                 window_per_slot=core.window_per_slot,
+                weight=pacer.weight,
                 unit_items=pacer.size,
             )
-        try:
-            await core.run(self._warm_ups(), watch=self.watch.run if self.watch.needed else None)
-        finally:
-            if budget is not None:
-                budget.give(core.active)  # the stage has ended: its workers are free
+        self.core = core
+        await core.run(self._warm_ups(), watch=self.watch.run if self.watch.needed else None)
+
+    def active(self) -> int:
+        """Workers the stage counts against its budget: those its tuner let work."""
+        return self.core.active if self.core is not None else self.start
 
     def _warm_ups(self) -> tuple[Callable[[], Awaitable[Any]], ...]:
         pool = self.spec.pool

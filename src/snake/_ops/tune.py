@@ -26,6 +26,7 @@ give the choice and the last decisions.
 
 from __future__ import annotations
 
+import collections
 import sys
 import time
 from collections.abc import Callable
@@ -137,10 +138,13 @@ class Tuner:
         period_s: Callable[[], float],
         cap_outbox: Callable[[int], None],
         window_per_slot: int,
+        weight: int = 1,
         unit_items: Callable[[], int] = lambda: 1,
     ) -> None:
         self.kind = kind
         self.window_per_slot = window_per_slot
+        #: Results one item of the output buffer stands for (a fused batch(n): n).
+        self.weight = weight
         #: Bounds the stage's output buffer, in results (a memory share's doing).
         self._cap = cap_outbox
         self.counters = counters
@@ -159,7 +163,9 @@ class Tuner:
         self.hold_s = 0.5
         #: (size before, items/s before, periods to wait before judging) of a trial.
         self.trial: tuple[int, float, int] | None = None
-        self.events: list[str] = []
+        #: The last decisions, as sentences, and how many there were in all.
+        self.events: collections.deque[str] = collections.deque(maxlen=4)
+        self.changes = 0
         self.sizes_tried = {start}
         #: Mean bytes of a result, from a sample (None: none seen yet).
         self.result_bytes: float | None = None
@@ -208,9 +214,8 @@ class Tuner:
             head += f"; trying {self.active} (from {self.trial[0]})"
         if not self.events:
             return head + ("; no change was needed" if self.trial is None else "")
-        tail = self.events[-4:]
-        more = f"{len(self.events) - len(tail)} earlier changes; " if len(self.events) > len(tail) else ""
-        return f"{head}; {more}{'; '.join(tail)}"
+        more = f"{self.changes - len(self.events)} earlier changes; " if self.changes > len(self.events) else ""
+        return f"{head}; {more}{'; '.join(self.events)}"
 
     # -- the decisions --------------------------------------------------------------------
     def _mark(self, now: float) -> None:
@@ -225,7 +230,7 @@ class Tuner:
         results plus the results of the reorder window and of the runners' units."""
         if self.result_bytes is None:
             return None
-        return self.result_bytes * (CHANNEL_CHUNKS + 2) * (self.outbox.cap + self._units(size))
+        return self.result_bytes * (CHANNEL_CHUNKS + 2) * (self.outbox.cap * self.weight + self._units(size))
 
     def _units(self, size: int) -> int:
         return (self.window_per_slot + 1) * size * self.unit_items()
@@ -234,6 +239,10 @@ class Tuner:
         share = self.budget.memory_share()
         held = self.held_bytes(size)
         return share is None or held is None or held <= share
+
+    def _note(self, sentence: str) -> None:
+        self.events.append(sentence)
+        self.changes += 1
 
     def _at(self, now: float) -> str:
         return f"at {now - self._t0:.2f} s"
@@ -258,7 +267,7 @@ class Tuner:
         share = self.budget.memory_share()
         if share is not None and not self._fits_memory(self.active) and self.active > 1:
             smaller = max(1, self.active // 2 if self.kind == "limit" else self.active - 1)
-            self.events.append(f"{self._at(now)} {self.active}→{smaller}: over its memory share")
+            self._note(f"{self._at(now)} {self.active}→{smaller}: over its memory share")
             self._set(smaller, now)
             return
         ahead = len(self.outbox) * 2 >= self.outbox.cap  # results pile up: the next stage is slower
@@ -295,19 +304,19 @@ class Tuner:
         pct = f"{100 * change:+.0f} % items/s"
         if tried > before:
             if change >= GAIN:
-                self.events.append(f"{self._at(now)} {before}→{tried}: {pct}, kept")
+                self._note(f"{self._at(now)} {before}→{tried}: {pct}, kept")
                 self.ceiling = None
                 return
             self._undo(before, now)
             self.ceiling = tried
-            self.events.append(f"{self._at(now)} {before}→{tried}: {pct}, back to {before}")
+            self._note(f"{self._at(now)} {before}→{tried}: {pct}, back to {before}")
         else:
             if change >= -LOSS:
-                self.events.append(f"{self._at(now)} {before}→{tried} (workers idle): {pct}, kept")
+                self._note(f"{self._at(now)} {before}→{tried} (workers idle): {pct}, kept")
                 return
             self._undo(before, now)
             self.floor = before
-            self.events.append(f"{self._at(now)} {before}→{tried} (workers idle): {pct}, back to {before}")
+            self._note(f"{self._at(now)} {before}→{tried} (workers idle): {pct}, back to {before}")
         self.hold_until = now + self.hold_s
         self.hold_s = min(8.0, self.hold_s * 2)
 

@@ -69,9 +69,10 @@ fn py_fib(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<u64> {
 /// ``threads`` is how many threads copy, each a run of consecutive arrays: ``None``
 /// (the default) uses one per 4 MiB of output, at most 4 and at most the cores this
 /// process may run on, so small batches stay on the calling thread and a large one
-/// gets the memory bandwidth of more than one core. ``threads=1`` never starts a
-/// thread (use it when every core is busy with other work). The result does not
-/// depend on ``threads``.
+/// gets the memory bandwidth of more than one core. ``threads=N`` uses up to ``N``
+/// (at most 64, and at most one per array); ``threads=1`` never starts a thread (use
+/// it when every core is busy with other work). The result does not depend on
+/// ``threads``.
 ///
 /// Time O(total bytes). The arguments are checked and the output allocated with the
 /// GIL held; the copy runs with the GIL released. Other threads must not write to the
@@ -264,10 +265,16 @@ fn check_threads(name: &str, threads: Option<i64>) -> PyResult<()> {
     }
 }
 
-/// The thread count of a copy of `total` bytes: the caller's, else [`stack::auto_threads`].
+/// The most threads a copy starts when the caller asks for more.
+const MAX_EXPLICIT_THREADS: usize = 64;
+
+/// The thread count of a copy of `total` bytes: the caller's (at most
+/// [`MAX_EXPLICIT_THREADS`]), else [`stack::auto_threads`].
 fn threads_for(threads: Option<i64>, total: usize) -> usize {
     match threads {
-        Some(t) => usize::try_from(t).unwrap_or(usize::MAX).max(1),
+        Some(t) => usize::try_from(t)
+            .unwrap_or(usize::MAX)
+            .clamp(1, MAX_EXPLICIT_THREADS),
         None => stack::auto_threads(total),
     }
 }
