@@ -183,3 +183,8 @@ def busy_forever(x: int) -> int:
     """Never returns: a worker stuck in a loop."""
     while True:
         time.sleep(0.05)
+
+
+def getenv(name: str) -> str | None:
+    """The worker's value of the environment variable ``name``."""
+    return os.environ.get(name)

@@ -700,8 +700,10 @@ class Stream(Generic[T]):
         - Workers ignore ``SIGINT``: Ctrl-C reaches your process, which cancels the run.
         - Worker processes run with ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``,
           ``MKL_NUM_THREADS`` and ``NUMEXPR_NUM_THREADS`` set to 1,
-          ``JE_ARROW_MALLOC_CONF=background_thread:false`` and
-          ``ARROW_DEFAULT_MEMORY_POOL=system``, unless you set them.
+          ``JE_ARROW_MALLOC_CONF=background_thread:false``,
+          ``ARROW_DEFAULT_MEMORY_POOL=system``, ``MALLOC_MMAP_THRESHOLD_=33554432``
+          and ``MALLOC_TRIM_THRESHOLD_=67108864`` (glibc keeps freed memory for the
+          next arrays instead of faulting in new pages), unless you set them.
         - A function defined in an interactive ``__main__`` (``python -c``, the REPL, a
           notebook) cannot be imported by a worker started from the launcher: define it
           in a module, or use ``worker_type="fork"`` in a single-threaded process.

@@ -279,3 +279,9 @@ def test_a_cached_worker_follows_a_sys_path_extended_after_it_started(tmp_path: 
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "[0, 1, 2, 3]\n[0, 3, 6, 9]\n"
+
+
+def test_workers_run_with_snakes_environment_defaults() -> None:
+    names = ["OMP_NUM_THREADS", "ARROW_DEFAULT_MEMORY_POOL", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
+    expected = [os.environ.get(n, v) for n, v in zip(names, ["1", "system", "33554432", "67108864"], strict=True)]
+    assert snake.from_iterable(names).par_map(funcs.getenv, workers=1).to_list() == expected
