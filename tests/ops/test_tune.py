@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import AsyncIterator
 
@@ -204,3 +205,31 @@ def test_a_memory_budget_counts_the_batches_fused_after_a_tuned_stage() -> None:
     assert len(got) == 400
     st = stats.stage(1)
     assert st.slots <= 2 and st.tuning is not None and "over its memory share" in st.tuning, st.tuning
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_leaving_a_tuned_stage_with_a_batch_half_made_frees_its_arrays_at_once(ordered: bool) -> None:
+    # The results a batch() fused after the stage holds (arrays in shared memory) must go
+    # when the run ends, without the garbage collector: nothing may keep the stage alive.
+    stream = (
+        snake.from_iterable(range(200))
+        .par_map(funcs.make_array, workers="auto", ordered=ordered)
+        .batch(8)
+    )
+
+    async def main() -> None:
+        async with stream.open() as batches:
+            seen = 0
+            async for b in batches:
+                seen += 1
+                if seen == 3:
+                    break
+
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        with assert_no_leaks():
+            trio.run(main)
+    finally:
+        if gc_was:
+            gc.enable()

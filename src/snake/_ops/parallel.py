@@ -503,6 +503,9 @@ class _Core:
                 self.outbox.put(self.fused.flush())
                 self.outbox.close()
         finally:
+            if self.tuner is not None:  # its callbacks refer to this object: no cycle
+                self.tuner.detach()
+                self.tuner = None
             # Items no one will take (a cancelled or failed run) go now: what refers to
             # this object may be a cycle that only the garbage collector would free.
             self.pending.clear()
@@ -956,7 +959,10 @@ class _MapRun:
         self.workers = workers
         self.start = start
         self.budget_: Budget | None = None
-        self.core: _Core | None = None
+        #: The active workers, as the tuner sets them. (Not the _Core itself: keeping it
+        #: here would make a cycle through ``core.call``, and the results that its fused
+        #: stages hold, a batch() half made, would wait for the garbage collector.)
+        self.active_now = start
         self.backend = backend
         self.label = label
         self.counters = counters
@@ -999,6 +1005,7 @@ class _MapRun:
 
             def resize(n: int) -> None:
                 core.set_active(n)
+                self.active_now = n
                 pacer.workers = n
                 pacer._bound()
 
@@ -1023,12 +1030,11 @@ class _MapRun:
                 weight=pacer.weight,
                 unit_items=pacer.size,
             )
-        self.core = core
         await core.run(self._warm_ups(), watch=self.watch.run if self.watch.needed else None)
 
     def active(self) -> int:
         """Workers the stage counts against its budget: those its tuner let work."""
-        return self.core.active if self.core is not None else self.start
+        return self.active_now
 
     def _warm_ups(self) -> tuple[Callable[[], Awaitable[Any]], ...]:
         pool = self.spec.pool

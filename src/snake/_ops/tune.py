@@ -217,6 +217,12 @@ class Tuner:
         more = f"{self.changes - len(self.events)} earlier changes; " if self.changes > len(self.events) else ""
         return f"{head}; {more}{'; '.join(self.events)}"
 
+    def detach(self) -> None:
+        """The stage has ended: drop the callbacks into it. The tuner stays readable
+        (statistics), and holds nothing of the stage's items."""
+        self._apply = self._cap = _ignore
+        self.unit_items = lambda: 1
+
     # -- the decisions --------------------------------------------------------------------
     def _mark(self, now: float) -> None:
         c = self.counters
@@ -385,3 +391,7 @@ class Autotune(Spec):
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n / 1e3:,.1f} kB"
+
+
+def _ignore(n: int) -> None:
+    pass
