@@ -427,6 +427,38 @@ class _Core:
         if self.runners is not None:
             self._spawn_runners()
 
+    def tune(
+        self,
+        kind: Literal["workers", "limit"],
+        *,
+        start: int,
+        budget: Budget,
+        resize: Callable[[int], None],
+        cap_outbox: Callable[[int], None],
+        weight: int,
+        least_period: float,
+        unit_items: Callable[[], int] = lambda: 1,
+    ) -> None:
+        """Run under a Tuner (``workers="auto"``, ``limit="auto"``): ``start`` runners
+        take work at first, at most ``slots``. ``resize`` applies a size (it calls
+        :meth:`set_active`), ``cap_outbox`` bounds the output buffer for a memory share."""
+        self.set_active(start)
+        counters = self.counters
+        self.tuner = counters.tuner = Tuner(
+            kind=kind,
+            counters=counters,
+            outbox=self.outbox,
+            set_active=resize,
+            start=start,
+            high=self.slots,
+            budget=budget,
+            period_s=lambda: _period(counters, least_period),
+            cap_outbox=cap_outbox,
+            window_per_slot=self.window_per_slot,
+            weight=weight,
+            unit_items=unit_items,
+        )
+
     def _spawn_runners(self) -> None:
         # Past the end of the input (or once the runners' nursery has closed, which the
         # stage notices only after it), a new runner would have nothing to do.
@@ -594,7 +626,6 @@ class ParThen(TaskSpec):
             # task) wait here; fewer costs channel hops (64: half the items/s of trivial tasks).
             return min(most[0], max(1, max(256, 4 * limit) // fused.weight()))
 
-
         outbox = Outbox(send, cap=outbox_cap(start))
         core = _Core(
             inbox=inbox,
@@ -619,19 +650,14 @@ class ParThen(TaskSpec):
                 most[0] = max(1, min(fused.outbox_cap(), cap // fused.weight()))
                 outbox.cap = outbox_cap(core.active)
 
-            core.set_active(start)
-            core.tuner = counters.tuner = Tuner(
-                kind="limit",
-                counters=counters,
-                outbox=outbox,
-                set_active=resize,
+            core.tune(
+                "limit",
                 start=start,
-                high=slots,
                 budget=ctx.budget(self.tune or TuneSettings()),
-                period_s=lambda: _period(counters, 0.05),
+                resize=resize,
                 cap_outbox=cap_outbox,
-                window_per_slot=core.window_per_slot,
                 weight=fused.weight(),
+                least_period=0.05,
             )
         await core.run(watch=watch.run if watch is not None else None)
 
@@ -894,9 +920,7 @@ class ParMap(TaskSpec):
                 start = budget.take(start)
             backend = self._backend(label, shared, high)
             async with backend:
-                run = _MapRun(self, backend, label, counters, entry, res, high, start)
-                if budget is not None:
-                    run.tune(budget)
+                run = _MapRun(self, backend, label, counters, entry, res, high, start, budget)
                 await run.run(inbox, backend.fuse(fused), send)
         finally:
             if budget is not None:  # the stage has ended: its workers are free
@@ -953,12 +977,14 @@ class _MapRun:
         res: _ParResume,
         workers: int,
         start: int,
+        tuning: Budget | None = None,
     ) -> None:
         self.spec = spec
         #: Runner slots (the ceiling of a tuned stage), and how many start active.
         self.workers = workers
         self.start = start
-        self.budget_: Budget | None = None
+        #: ``workers="auto"``: the run's budget, shared by its tuned stages (None: fixed).
+        self.tuning = tuning
         #: The active workers, as the tuner sets them. (Not the _Core itself: keeping it
         #: here would make a cycle through ``core.call``, and the results that its fused
         #: stages hold, a batch() half made, would wait for the garbage collector.)
@@ -978,10 +1004,6 @@ class _MapRun:
         self.watch = _Watch(backend, label, counters, spec.timeout, spec.stall_timeout)
         counters.watch = self.watch
 
-    def tune(self, budget: Budget) -> None:
-        """``workers="auto"``: run with a Tuner, within ``budget``."""
-        self.budget_ = budget
-
     async def run(self, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]) -> None:
         outbox = Outbox(send)
         workers = self.workers
@@ -999,7 +1021,7 @@ class _MapRun:
             res=self.res,
             entry=self.entry,
         )
-        budget = self.budget_
+        budget = self.tuning
         if budget is not None:
             pacer = self.pacer
 
@@ -1015,19 +1037,14 @@ class _MapRun:
                 pacer.max_cap = max(1, min(most, cap // pacer.weight))
                 pacer._bound()
 
-            core.set_active(self.start)
-            core.tuner = self.counters.tuner = Tuner(
-                kind="workers",
-                counters=self.counters,
-                outbox=outbox,
-                set_active=resize,
+            core.tune(
+                "workers",
                 start=self.start,
-                high=workers,
                 budget=budget,
-                period_s=lambda: _period(self.counters, 0.1),
+                resize=resize,
                 cap_outbox=cap_outbox,
-                window_per_slot=core.window_per_slot,
                 weight=pacer.weight,
+                least_period=0.1,
                 unit_items=pacer.size,
             )
         await core.run(self._warm_ups(), watch=self.watch.run if self.watch.needed else None)
