@@ -44,6 +44,17 @@ def need(module: str, package: str | None = None) -> Any:
         raise Missing(f"not installed ({package or module}: {e})") from None
 
 
+def rate(n: int, expected: int, run: Callable[[], int]) -> float:
+    """Items/s of ``run()``, which handles ``n`` items and returns their checksum: it
+    must be ``expected`` (a runner that skipped work fails instead of winning)."""
+    t0 = time.perf_counter()
+    total = run()
+    dt = time.perf_counter() - t0
+    if total != expected:
+        raise AssertionError(f"sum {total}, expected {expected}")
+    return n / dt
+
+
 @dataclass
 class Row:
     runner: str

@@ -13,11 +13,11 @@ meaningful to compare.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 from _driver import lazy, need
+from _driver import rate as driver_rate
 
 TITLE = "3 x par_then(async identity, limit=16) over 30k ints"
 UNIT = "items/s"
@@ -32,19 +32,14 @@ async def async_identity(x: int) -> int:
 
 
 def runners(quick: bool) -> dict[str, Callable[[], Any]]:
-    # 30k, not the 100k the issue names: at 100k, SPDL (~3.5k items/s here) and aiostream
+    # 30k, not 100k: at 100k, SPDL (~3.5k items/s here) and aiostream
     # (~6k items/s) alone take over 2 minutes for 3 rounds; 30k keeps the workload near a
     # minute, and every runner's start-up is still well amortized.
     n = 10_000 if quick else 30_000
     expected = sum(range(n))
 
     def rate(run: Callable[[], int]) -> float:
-        t0 = time.perf_counter()
-        total = run()
-        dt = time.perf_counter() - t0
-        if total != expected:
-            raise AssertionError(f"sum {total}, expected {expected}")
-        return n / dt
+        return driver_rate(n, expected, run)
 
     def snake_trio() -> float:
         import trio

@@ -7,11 +7,11 @@ items per second over the whole run: building the pipeline, iterating it, closin
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from _driver import lazy, need
+from _driver import rate as driver_rate
 
 TITLE = "3 fused maps over 1M ints"
 UNIT = "items/s"
@@ -40,12 +40,7 @@ def runners(quick: bool) -> dict[str, Callable[[], Any]]:
     expected = 2 * sum(range(n)) - n
 
     def rate(run: Callable[[], int]) -> float:
-        t0 = time.perf_counter()
-        total = run()
-        dt = time.perf_counter() - t0
-        if total != expected:
-            raise AssertionError(f"sum {total}, expected {expected}")
-        return n / dt
+        return driver_rate(n, expected, run)
 
     def snake_for() -> float:
         import snake

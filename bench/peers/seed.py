@@ -120,7 +120,8 @@ def runners(quick: bool) -> dict[str, Callable[[], Any]]:
 
         procs._at_exit()
 
-    def snake_trio() -> Any:
+    def snake_run() -> Clock:
+        """One run of snake's pipeline under ``trio.run``, consumed by ``async for``."""
         import trio
 
         async def main() -> Clock:
@@ -130,8 +131,11 @@ def runners(quick: bool) -> dict[str, Callable[[], Any]]:
                     clock.tick(x)
             return clock
 
+        return trio.run(main)
+
+    def snake_trio() -> Any:
         try:
-            return trio.run(main).figure(n, expected)
+            return snake_run().figure(n, expected)
         finally:
             snake_cold()
 
@@ -276,18 +280,9 @@ def runners(quick: bool) -> dict[str, Callable[[], Any]]:
     def snake_second_epoch() -> Any:
         """A second epoch: one untimed run starts the launcher and the workers, the timed
         run finds them in snake's cache, as a training loop's second epoch does."""
-        import trio
-
-        async def main() -> Clock:
-            clock = Clock()
-            async with snake_stream().open() as items:
-                async for x in items:
-                    clock.tick(x)
-            return clock
-
         try:
-            trio.run(main)
-            return trio.run(main).figure(n, expected)
+            snake_run()
+            return snake_run().figure(n, expected)
         finally:
             snake_cold()
 
