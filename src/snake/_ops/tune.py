@@ -96,16 +96,11 @@ class Budget:
 def nbytes_of(x: Any) -> int:
     """About how many bytes a result holds: an array's data, a bytes-like's length, a
     container's items one level down; ``sys.getsizeof`` for anything else."""
-    n = getattr(x, "nbytes", None)
-    if isinstance(n, int):
-        return n
-    if isinstance(x, (bytes, bytearray, str)):
-        return len(x)
     if isinstance(x, (tuple, list)):
         return sum(_shallow(v) for v in x)
     if isinstance(x, dict):
         return sum(_shallow(v) for v in x.values())
-    return sys.getsizeof(x)
+    return _shallow(x)
 
 
 def _shallow(x: Any) -> int:
