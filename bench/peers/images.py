@@ -129,14 +129,17 @@ def bench_module(name: str) -> Any:
     hide the ray package)."""
     import importlib.util
 
-    key = f"_bench_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, os.path.join(os.path.dirname(HERE), f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+    def load(key: str, file: str) -> Any:
+        if key not in sys.modules:
+            spec = importlib.util.spec_from_file_location(key, os.path.join(os.path.dirname(HERE), file))
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[key] = module
+            spec.loader.exec_module(module)
+        return sys.modules[key]
+
+    load("_common", "_common.py")  # what the bench scripts import by name
+    return load(f"_bench_{name}", f"{name}.py")
 
 
 def make_item(i: int) -> tuple[bytes, np.ndarray[Any, Any]]:
