@@ -56,6 +56,7 @@ from ._ops.tune import AUTO, Autotune
 from ._plan import Plan, plan
 from ._workers.pool import WorkerPool, WorkerType, check_worker_type, default_workers
 from ._workers.procs import preload as preload_in_workers
+from ._workers.procs import prestart as prestart_launcher
 from ._workers.ray import check_options as check_ray_options
 from ._workers.ray import check_picklable as check_ray_picklable
 from ._workers.ray import need_ray
@@ -690,7 +691,9 @@ class Stream(Generic[T]):
         - An idle worker waits in a process-wide cache for the next stage, run, epoch
           or ``open()`` of the process, for ``SNAKE_WORKER_IDLE_TIMEOUT`` seconds (an
           environment variable; 60 by default), then exits by itself. So only the first
-          pipeline of a process pays for starting workers.
+          pipeline of a process pays for starting workers. The launcher starts when the
+          first such stage is built, not when it first runs, so its start-up overlaps
+          what your program does in between (building the model, say).
         - Breaking out of the loop, or cancelling the run, kills the workers that were
           busy (their calls are abandoned); the idle ones go back to the cache.
         - A worker never outlives your process: the kernel kills it when the launcher
@@ -718,10 +721,12 @@ class Stream(Generic[T]):
         once nothing refers to the array any more (no view of it, no ``memoryview`` or
         other buffer export of it). Where ``/dev/shm`` is missing or not writable,
         arrays are pickled like the rest. When a run ends, however it ends, snake
-        releases its shared-memory files, batch buffers and progress slots, and the
-        workers' mappings of them, without waiting for the garbage collector (it works
-        with ``gc.disable()``); an array you still hold keeps its own mapping until you
-        drop it. See :doc:`/concurrency` (Shared memory for arrays).
+        releases its progress slots and batch buffers without waiting for the garbage
+        collector (it works with ``gc.disable()``), and hands its shared-memory files to
+        a process-wide cache that the next run writes again (at most
+        ``SNAKE_SHM_CACHE_BYTES``, 1 GiB by default, ``0`` to turn it off; emptied at
+        exit); an array you still hold is never written and keeps its own mapping until
+        you drop it. See :doc:`/concurrency` (Shared memory for arrays).
 
         **On a Ray cluster.** ``backend="ray"`` runs ``fn`` on ``workers`` Ray actors,
         on the cluster this process has initialised (``ray.init()``, or
@@ -820,6 +825,8 @@ class Stream(Generic[T]):
             if pool is not None:
                 raise ValueError("par_map: ray_options are set by the pool; leave them out with pool=")
             ray_options = check_ray_options("par_map", ray_options)
+        if backend == "process" and (worker_type if pool is None else pool.worker_type) != "fork":
+            prestart_launcher()  # the launcher's start overlaps what comes before the first run
         return self._then(
             ParMap(
                 fn,

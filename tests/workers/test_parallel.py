@@ -381,6 +381,51 @@ def test_workers_write_batches_directly_and_held_batches_never_change(
         np.testing.assert_array_equal(view[:, 3, 5, 5], np.arange(8 * k + 1, 8 * k + 3))
 
 
+def _file_of(a: np.ndarray[Any, Any]) -> str:
+    """The /dev/shm file whose mapping holds ``a``'s data ("" if none)."""
+    address = a.__array_interface__["data"][0]
+    with open("/proc/self/maps", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            start, _, end = fields[0].partition("-")
+            if int(start, 16) <= address < int(end, 16) and len(fields) == 6:
+                return os.path.basename(fields[5].strip())
+    return ""
+
+
+def test_later_runs_write_the_slabs_and_segments_of_earlier_ones(no_leaks: None) -> None:
+    # A run leaves its free slabs and segments in the process's cache; the next run, of a
+    # new stream, writes into them, but never into a batch still held.
+    def stream() -> snake.Stream[Any]:
+        return snake.from_iterable(range(48)).par_map(funcs.image, workers=2).batch(8)
+
+    _shm.cache.clear()  # what earlier tests left
+    first = stream().to_list()
+    held = first[2]  # kept through the next runs: never overwritten
+    del first
+    kept = {n for n, owner in _shm.cache.files.items() if owner.size == held.nbytes}
+    assert len(kept) == 6 and all(_shm.is_kept(n) for n in kept)
+    assert _file_of(held) in kept
+    for _ in range(2):
+        used = set()
+        with stream().open_sync() as batches:
+            for k, b in enumerate(batches):
+                np.testing.assert_array_equal(b[:, 0, 0, 0], np.arange(8 * k, 8 * k + 8))
+                used.add(_file_of(b))
+        assert used & kept and _file_of(held) not in used
+    np.testing.assert_array_equal(held[:, 0, 0, 0], np.arange(16, 24))
+    segments = snake.from_iterable(range(6)).par_map(funcs.make_array, workers=1)
+    assert [int(a[0, 0, 0]) for a in segments.to_list()] == list(range(6))
+    for _ in range(2):  # a later run gets kept segments of the sizes it receives
+        got = segments.to_list()
+        assert [int(a[0, 0, 0]) for a in got] == list(range(6))
+        assert any(_shm.is_kept(_file_of(a)) for a in got)
+        del got
+    _shm.cache.clear()
+    mine = [n for n in os.listdir(_shm.SHM_DIR) if n.startswith(f"snake-{os.getpid()}-")]
+    assert not _shm.cache.names() and not mine
+
+
 def test_direct_batches_check_the_layout_like_the_collate() -> None:
     stream = snake.from_iterable(range(16)).par_map(funcs.image_or_odd, workers=2).batch(8)
     with pytest.raises(ValueError, match=r"index 9\) is shape \(4, 64, 65\)"):

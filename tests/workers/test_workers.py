@@ -21,6 +21,7 @@ from conftest import REPO
 
 import snake
 from snake._workers import procs
+from snake._workers import shm as _shm
 
 ROOT = REPO
 
@@ -190,10 +191,46 @@ def test_idle_workers_exit_after_the_idle_timeout_and_new_ones_start() -> None:
     assert proc.stdout.split() == ["True", "True"]
 
 
+def test_the_shm_cache_bound_and_switch() -> None:
+    code = """
+    import os, snake, funcs
+    from snake._workers import shm
+
+    if __name__ == "__main__":
+        for _ in range(3):
+            snake.from_iterable(range(16)).par_map(funcs.image, workers=2).batch(8).to_list()
+        print(len(shm.cache.names()), len([n for n in os.listdir("/dev/shm") if n.startswith(f"snake-{os.getpid()}-")]))
+    """
+    for env, expect_kept in (({"SNAKE_SHM_CACHE_BYTES": "0"}, False), ({}, True)):
+        proc = run_child(code, env=env)
+        assert proc.returncode == 0, proc.stderr
+        kept, files = map(int, proc.stdout.split())
+        assert kept == files and (kept > 0) == expect_kept
+
+
+def test_building_a_process_stage_starts_the_launcher_in_the_background() -> None:
+    code = """
+    import snake, funcs
+    from snake._workers import procs
+
+    if __name__ == "__main__":
+        snake.from_iterable(range(4)).par_map(funcs.inc, backend="thread")
+        snake.from_iterable(range(4)).par_map(funcs.inc, worker_type="fork")
+        print(procs.launcher_pid() is None)
+        stream = snake.from_iterable(range(4)).par_map(funcs.inc, workers=2)
+        pid = procs.launcher_pid()
+        print(pid is not None)
+        print(stream.to_list() == [1, 2, 3, 4], procs.launcher_pid() == pid)
+    """
+    proc = run_child(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "True", "True"]
+
+
 def test_runs_release_segments_and_mappings_with_the_gc_disabled() -> None:
     code = """
     import gc, os, numpy as np, snake, funcs
-    from snake._workers import procs
+    from snake._workers import procs, shm
 
     def mapped(pid):
         with open(f"/proc/{pid}/maps") as f:
@@ -223,13 +260,25 @@ def test_runs_release_segments_and_mappings_with_the_gc_disabled() -> None:
             for b in plain:
                 pass
         del b
+        def left():
+            return [n for n in os.listdir("/dev/shm") if n.startswith(f"snake-{os.getpid()}-")]
+
+        # What is left is the cache of free slabs and segments kept for the next run.
+        kept = shm.cache.names()
+        print(sorted(left()) == sorted(kept), len(kept), mapped(os.getpid()), fds() - base)
+        shm.cache.clear()
+        for x in snake.from_iterable(range(8)).par_map(funcs.inc, workers=2):
+            pass  # the workers' calls unmap the files removed meanwhile
         workers = [mapped(p) for p in procs.kept_pids()]
-        left = [n for n in os.listdir("/dev/shm") if n.startswith(f"snake-{os.getpid()}-")]
-        print(mapped(os.getpid()), sum(workers), len(left), fds() - base)
+        print(mapped(os.getpid()), sum(workers), len(left()), fds() - base)
     """
     proc = run_child(code, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    main_maps, worker_maps, files, extra_fds = (int(x) for x in proc.stdout.split())
+    kept_line, final = proc.stdout.splitlines()
+    same, n_kept, kept_maps, kept_fds = kept_line.split()
+    assert same == "True" and 0 < int(n_kept) <= _shm.SHM_CACHE_FILES and int(kept_maps) == int(n_kept)
+    assert int(kept_fds) <= int(n_kept) + 6  # a descriptor per kept mapping, and 2 more cached workers'
+    main_maps, worker_maps, files, extra_fds = (int(x) for x in final.split())
     assert (main_maps, worker_maps, files) == (0, 0, 0)
     assert extra_fds <= 6  # at most: the fds of 2 more cached workers (3 each)
 

@@ -200,13 +200,15 @@ class ProcessBackend(Backend):
         if prefix is None:
             return
         self.prefix = None
-        shm.cleanup(prefix)
+        # Slabs and segments go to the process's cache (renamed), then the run's other
+        # files are removed.
         if self.segments is not None:
             self.segments.close()
-        if self.slots is not None:
-            self.slots.close()
         if self.batcher is not None:
             self.batcher.close()
+        shm.cleanup(prefix)
+        if self.slots is not None:
+            self.slots.close()
         with trio.CancelScope(shield=True):
             # The idle workers that served this run unmap its segments now, not at their
             # next call (which may never come). On a shared pool this takes a turn like a

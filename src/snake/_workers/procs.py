@@ -164,6 +164,28 @@ def launcher_pid() -> int | None:
     return la.pid if la is not None and la.owner == os.getpid() else None
 
 
+def prestart() -> None:
+    """Start the launcher now, if this process has none, without waiting for it: its
+    start-up (a fresh interpreter importing the main module and the worker side of
+    snake) then overlaps whatever the program does before its first run. Called where a
+    stage that needs worker processes is built; does nothing in a worker process, or
+    while another thread is starting workers."""
+    global _launcher
+    if os.environ.get(wire.WORKER_ENV) or not _launcher_lock.acquire(blocking=False):
+        return
+    try:
+        la = _launcher
+        if la is None or la.owner != os.getpid() or not la.alive():
+            if la is not None and la.owner == os.getpid():
+                la.close()
+            _launcher = None
+            _launcher = _Launcher()
+    except OSError:
+        pass  # the first worker's start tries again, and reports what fails
+    finally:
+        _launcher_lock.release()
+
+
 def _start_from_launcher(mode: str, sock_fd: int, stack_fd: int, idle_timeout: float) -> int:
     global _launcher
     if os.environ.get(wire.WORKER_ENV):

@@ -9,14 +9,21 @@ to an array any more (checked by reference count, see :class:`Segments`), its
 segment is lent to the next call and written again; a fresh tmpfs page costs
 ~16x more to write than a reused one here.
 
-Lifetime: every file name starts with the stage run's prefix
-``snake-<main pid>-<token>-``. When the stage stops, its files are unlinked
-(mappings in use stay valid until their arrays are collected); files left by a
-main process that died are removed the next time a pipeline starts.
+Lifetime: every file name starts with ``snake-<main pid>-``: a stage run's own
+files with its prefix ``snake-<main pid>-<token>-``, which are unlinked when the
+stage stops (mappings in use stay valid until their arrays are collected). At
+that point the run's batch slabs and segments go to the process's
+:class:`ShmCache` instead, up to ``SNAKE_SHM_CACHE_BYTES``, renamed
+``snake-<main pid>-kept-<n>``: the next stage run of the process writes them again
+instead of faulting in fresh pages (a fresh tmpfs page costs several times a
+reused one to write). The cache is emptied at exit; files left by a main process
+that died are removed the next time a pipeline starts.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import mmap
 import os
 import secrets
@@ -33,8 +40,19 @@ MIN_SHM_BYTES = 64 * 1024
 _PREFIX = "snake-"
 
 _counter = count()
+_kept_counter = count()
+#: Bytes of free slabs and segments a process keeps between stage runs (ShmCache); at
+#: most a quarter of /dev/shm.
+SHM_CACHE_BYTES = int(os.environ.get("SNAKE_SHM_CACHE_BYTES", str(1 << 30)))
+#: And at most this many files (each mapping holds a file descriptor).
+SHM_CACHE_FILES = 32
 # Fault every page in with one system call instead of one fault per 4 KiB page.
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+
+
+def is_kept(name: str) -> bool:
+    """Whether ``name`` is a file of a process's :class:`ShmCache`."""
+    return name.startswith(_PREFIX) and name.split("-", 3)[2:3] == ["kept"]
 
 
 def available() -> bool:
@@ -85,12 +103,26 @@ def _round_up(n: int) -> int:
     return (n + MIN_SHM_BYTES - 1) // MIN_SHM_BYTES * MIN_SHM_BYTES
 
 
+#: Kept files (``ShmCache``) this worker has mapped: name -> mapping, across stage runs,
+#: until the main process removes the file.
+_kept_maps: dict[str, mmap.mmap] = {}
+#: At most this many of them (the oldest are unmapped first).
+_KEPT_MAPS = 32
+
+
+def _prune_kept() -> None:
+    """Unmap the kept files the main process has removed (their memory is freed then)."""
+    gone = [n for n in _kept_maps if not os.path.exists(os.path.join(SHM_DIR, n))]
+    _unmap({n: _kept_maps.pop(n) for n in gone})
+
+
 def worker_run(prefix: str) -> None:
     """In a worker, at each call: make ``prefix`` the current stage run, and unmap the
     files of runs that have ended (the main process removed them) or are the oldest."""
     global _worker_prefix
     if prefix == _worker_prefix:
         return
+    _prune_kept()
     current = _worker_maps.pop(prefix, {})
     for old in list(_worker_maps):
         maps = _worker_maps[old]
@@ -107,6 +139,7 @@ def worker_end_run(prefix: str) -> None:
     progress slots now (mappings still exported are dropped with their last view)."""
     global _worker_prefix
     _unmap(_worker_maps.pop(prefix, {}))
+    _prune_kept()
     if _worker_prefix == prefix:
         _worker_prefix = ""
     for path in [p for p in _worker_progress if os.path.basename(p).startswith(prefix)]:
@@ -114,17 +147,22 @@ def worker_end_run(prefix: str) -> None:
 
 
 def worker_map(name: str, size: int, populate: bool = True) -> mmap.mmap:
-    """In a worker: ``name`` mapped whole (once per stage run). ``populate`` faults every
-    page in at once (for a segment written whole; not for a slab written a row at a time)."""
-    maps = _worker_maps.setdefault(_worker_prefix, {})
+    """In a worker: ``name`` mapped whole (once per stage run; a kept file once until it
+    is removed). ``populate`` faults every page in at once (for a segment written whole;
+    not for a new slab written a row at a time; always for a kept file, whose pages
+    exist: one call maps them several times faster than a fault per page)."""
+    kept = is_kept(name)
+    maps = _kept_maps if kept else _worker_maps.setdefault(_worker_prefix, {})
     mm = maps.get(name)
     if mm is None:
         fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
         try:
-            flags = _MAP_FLAGS if populate else mmap.MAP_SHARED
+            flags = _MAP_FLAGS if populate or kept else mmap.MAP_SHARED
             mm = maps[name] = mmap.mmap(fd, size, flags=flags)
         finally:
             os.close(fd)
+        if kept and len(_kept_maps) > _KEPT_MAPS:
+            _unmap({n: _kept_maps.pop(n) for n in list(_kept_maps)[: len(_kept_maps) - _KEPT_MAPS]})
     return mm
 
 
@@ -201,6 +239,8 @@ class Segments:
         self.prefix = prefix
         self._owners: dict[str, np.ndarray[Any, np.dtype[np.uint8]]] = {}
         self._lent: set[str] = set()
+        #: The sizes of the segments the workers made in this run.
+        self._sizes: set[int] = set()
         #: Segments created so far (for statistics and tests).
         self.created = 0
 
@@ -215,13 +255,19 @@ class Segments:
                 out.append((name, owners[name].size))
                 self._lent.add(name)
                 if len(out) >= most:
-                    break
+                    return out
+        # Free segments of earlier runs, of a size this run has made (not a batch slab).
+        sizes = self._sizes
+        for name, owner in cache.take(lambda n: n in sizes, most - len(out)) if sizes else ():
+            owners[name] = owner
+            out.append((name, owner.size))
+            self._lent.add(name)
         return out
 
     def close(self) -> None:
-        """Drop every mapping: each is unmapped (and its fd closed) at once, unless an
-        array handed out still uses it; then with that array's last reference."""
-        self._owners.clear()
+        """Hand the segments to the process's cache for the next run (mappings in use
+        stay valid; a segment is lent again only once no array uses it)."""
+        cache.keep(self._owners)
         self._lent.clear()
 
     def returned(self, lent: list[tuple[str, int]]) -> None:
@@ -238,6 +284,7 @@ class Segments:
             finally:
                 os.close(fd)
             owner = self._owners[marker.segment] = np.frombuffer(mm, dtype=np.uint8)
+            self._sizes.add(marker.size)
             self.created += 1
         return owner
 
@@ -252,6 +299,86 @@ class Segments:
         if type(obj) is dict:
             return {k: self.import_(v) for k, v in obj.items()}
         return obj
+
+
+class ShmCache:
+    """The free batch slabs and segments this (main) process keeps between stage runs.
+
+    When a stage run ends, its slabs and segments come here (renamed
+    ``snake-<pid>-kept-<n>``, each with its owner array) instead of being removed;
+    the next run writes them again, and its workers map their existing pages in one
+    call. One still used by an array handed out is lent only once it is free (see
+    ``_buffers.reuse``). The oldest are removed beyond ``SNAKE_SHM_CACHE_BYTES`` (at
+    most a quarter of /dev/shm), and all of them at exit, or by :meth:`clear`.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        #: Name -> owner (a uint8 array over the mapping), oldest first.
+        self.files: dict[str, np.ndarray[Any, np.dtype[np.uint8]]] = {}
+        self._at_exit = False
+
+    def _mine(self) -> dict[str, np.ndarray[Any, np.dtype[np.uint8]]]:
+        if os.getpid() != self.pid:  # a fork of the process that keeps them: not ours
+            self.pid, self.files = os.getpid(), {}
+        return self.files
+
+    def names(self) -> set[str]:
+        return set(self._mine())
+
+    def take(self, fits: Any, most: int = 1) -> list[tuple[str, np.ndarray[Any, np.dtype[np.uint8]]]]:
+        """Up to ``most`` free files whose size ``fits(size)`` accepts, removed from the cache."""
+        files = self._mine()
+        out: list[tuple[str, np.ndarray[Any, np.dtype[np.uint8]]]] = []
+        for name in list(files):
+            if len(out) >= most:
+                break
+            if fits(files[name].size) and is_free(files, name):
+                out.append((name, files.pop(name)))
+        return out
+
+    def keep(self, owners: dict[str, np.ndarray[Any, np.dtype[np.uint8]]]) -> None:
+        """Take a finished run's files (its dict is emptied): rename, keep, trim."""
+        files = self._mine()
+        for name, owner in list(owners.items()):
+            new = name if is_kept(name) else f"{_PREFIX}{os.getpid()}-kept-{next(_kept_counter)}"
+            try:
+                if new != name:
+                    os.rename(os.path.join(SHM_DIR, name), os.path.join(SHM_DIR, new))
+            except OSError:
+                continue  # already removed: drop it with the run
+            files[new] = owner
+        owners.clear()
+        if files and not self._at_exit:
+            self._at_exit = True
+            atexit.register(self.clear)
+        self._trim()
+
+    def _limit(self) -> int:
+        try:
+            st = os.statvfs(SHM_DIR)
+        except OSError:
+            return 0
+        return min(SHM_CACHE_BYTES, st.f_blocks * st.f_frsize // 4)
+
+    def _trim(self, limit: int | None = None) -> None:
+        files = self._mine()
+        limit = self._limit() if limit is None else limit
+        total = sum(owner.size for owner in files.values())
+        for name in list(files):
+            if total <= limit and len(files) <= SHM_CACHE_FILES:
+                break
+            total -= files.pop(name).size
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(SHM_DIR, name))
+
+    def clear(self) -> None:
+        """Remove every kept file (mappings in use stay valid until their arrays go)."""
+        self._trim(0)
+
+
+#: The process's cache of free slabs and segments.
+cache = ShmCache()
 
 
 def _unlink_matching(keep: Any) -> int:

@@ -57,8 +57,8 @@ class SlotBatcher(Op):
         self.made = 0
 
     def close(self) -> None:
-        """Drop the slabs (each is unmapped now, or with the last batch that uses it)."""
-        self.owners = {}
+        """Hand the slabs to the process's cache for the next run (see ``shm.ShmCache``)."""
+        shm.cache.keep(self.owners)
         self.active = {}
 
     # -- dispatch side -----------------------------------------------------------------
@@ -81,15 +81,22 @@ class SlotBatcher(Op):
             return slab
         assert self.layout is not None
         busy = set(self.active.values())
+        size = self.size * self.layout[2]
         for name in self.owners:
             if name not in busy and is_free(self.owners, name):
                 slab = name
                 break
         else:
-            size = self.size * self.layout[2]
+            for slab, owner in shm.cache.take(lambda n: n == size):  # an earlier run's
+                self.owners[slab] = owner
+                self.active[b] = slab
+                return slab
             # Pages of a mapped file that tmpfs cannot back kill the writer with SIGBUS:
             # make sure they fit before a worker writes into them.
             st = os.statvfs(shm.SHM_DIR)
+            if st.f_bavail * st.f_frsize < size:
+                shm.cache.clear()  # the kept files of earlier runs first
+                st = os.statvfs(shm.SHM_DIR)
             if st.f_bavail * st.f_frsize < size:
                 raise OSError(
                     errno.ENOSPC,

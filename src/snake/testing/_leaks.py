@@ -433,7 +433,7 @@ class _Snapshot:
         for pool in list(_pool.open_pools):
             if pool._open and pool not in self.pools:
                 out.append(f"{pool!r}: entered in the block and still open")
-        for name in sorted(_segments() - self.segments):
+        for name in sorted(_segments() - self.segments - shm.cache.names()):
             out.append(f"shared-memory file {os.path.join(shm.SHM_DIR, name)}")
         mapped, in_use = self._new_mappings()  # first: it may run the garbage collector
         fds = sorted(_fds() - self.fds, key=lambda fd: fd.number)
@@ -444,9 +444,15 @@ class _Snapshot:
             out.append(f"mapping of shared-memory file {m.path} at {m.start:#x}-{m.end:#x}{held}")
         files = {(m.dev, m.ino) for m in (*mapped, *in_use)}
         kept = _kept_fds()
+        kept_files = {os.path.join(shm.SHM_DIR, name) for name in shm.cache.names()}  # and their mmaps' fds
         ray_sockets = _ray_sockets() if any(fd.target.startswith("socket:") for fd in fds) else set()
         for fd in fds:
-            if fd.number not in kept and (fd.dev, fd.ino) not in files and fd.target not in ray_sockets:
+            if (
+                fd.number not in kept
+                and (fd.dev, fd.ino) not in files
+                and fd.target not in ray_sockets
+                and fd.target not in kept_files
+            ):
                 out.append(f"file descriptor {fd.number}: {fd.target}")
         root = _current_run()
         if root is not None and root is self.root:
@@ -457,14 +463,15 @@ class _Snapshot:
     def _new_mappings(self) -> tuple[list[_Mapping], list[_Mapping]]:
         """The mappings made since the snapshot: those no reachable array views (leaks),
         and those one does (in use)."""
-        new = _mappings() - self.mappings
+        kept = {os.path.join(shm.SHM_DIR, name) for name in shm.cache.names()}
+        new = {m for m in _mappings() - self.mappings if m.path not in kept}
         if not new:
             return [], []
         now = time.monotonic()
         # A heap walk: not at every poll, but again for mappings it was not done for.
         if now - self.searched[0] >= _ARRAY_SEARCH_S or not new <= self.searched[1]:
             self.arrays = _reachable_array_addresses()
-            new = _mappings() - self.mappings  # the collection it may run unmaps garbage's
+            new = {m for m in _mappings() - self.mappings if m.path not in kept}  # the collection it may run unmaps garbage's
             self.searched = (now, new)
         leaked: list[_Mapping] = []
         in_use: list[_Mapping] = []
