@@ -26,8 +26,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # Only this folder: bench/ray.py would hide the ray package.
 sys.path.insert(0, str(HERE))
-
-from _driver import run_workload
+# The driver is imported in main(): snake's launcher imports this module (the main
+# module) before it forks workers, and a user's script would not carry a benchmark
+# driver's imports.
 
 #: The workloads, in the order they run.
 WORKLOADS = ["seed", "maps", "async_maps", "arrays", "batching", "images"]
@@ -70,6 +71,8 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import _driver
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help=f"workloads to run (default: all): {', '.join(WORKLOADS)}")
     p.add_argument("--quick", action="store_true", help="small, fast runs (as the tests use)")
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         parts = getattr(module, "WORKLOADS", None) or [module]
         for i, part in enumerate(parts):
             key = name if len(parts) == 1 else f"{name}.{getattr(part, 'KEY', i)}"
-            record["workloads"][key] = run_workload(part, args.quick, repeats)  # type: ignore[index]
+            record["workloads"][key] = _driver.run_workload(part, args.quick, repeats)  # type: ignore[index]
     path = args.json or str(HERE.parent / "results" / "peers.json")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:

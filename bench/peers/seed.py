@@ -24,8 +24,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _driver import lazy, need
-
 TITLE = "seed: 200 x (IO (i%3)*10 ms -> fib(24)), 2 processes"
 UNIT = "s"
 BETTER = "lower"
@@ -102,6 +100,8 @@ def _fork_context() -> Any:
 
 
 def runners(quick: bool) -> dict[str, Callable[[], Any]]:
+    from _driver import lazy, need  # here: the workers import this module
+
     n, fib_n = (40, 20) if quick else (200, 24)
     expected = n * fib(fib_n) + sum(range(n))
     work = functools.partial(cpu, fib_n)

@@ -75,7 +75,7 @@ def _main_module() -> dict[str, Any]:
 
 
 #: Modules every worker should have imported before it is forked (``preload``).
-_preload: dict[str, None] = dict.fromkeys(["numpy", "snake._workers.remote"])
+_preload: dict[str, None] = dict.fromkeys(["snake._workers.remote"])
 
 
 def preload(*modules: str) -> None:

@@ -1,6 +1,7 @@
 """What runs in a worker process for a ``par_map`` stage: the stage's function over a
 unit of items. Imported by the launcher before it forks, so it must stay light: no
-trio, nothing of snake's engine (NumPy and the shared-memory transport only)."""
+trio, nothing of snake's engine, not even NumPy (the shared-memory transport imports
+it when a result holds arrays)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .._engine.errors import add_note
 from . import shm
 from .child import portable
 
@@ -34,6 +34,8 @@ def apply(
         try:
             return list(map(fn, it)), []
         except Exception as exc:
+            from .._engine.errors import add_note
+
             add_note(exc, label, start + len(items) - operator.length_hint(it) - 1)
             raise
     results: Chunk = []
@@ -44,6 +46,8 @@ def apply(
         try:
             results.append(fn(x))
         except Exception as exc:
+            from .._engine.errors import add_note
+
             add_note(exc, label, start + i)
             if not skip:
                 raise

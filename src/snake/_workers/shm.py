@@ -26,13 +26,32 @@ import atexit
 import contextlib
 import mmap
 import os
-import secrets
+import sys
 from itertools import count
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
 
-from .._buffers.reuse import is_free
+    class _NumPy:
+        """NumPy, imported at first use: a worker whose results hold no arrays, and the
+        launcher before its first fork, never pay for importing it."""
+
+        def __getattr__(self, name: str) -> Any:
+            import numpy
+
+            globals()["np"] = numpy
+            return getattr(numpy, name)
+
+    np = _NumPy()
+
+
+def is_free(holder: Any, key: Any) -> bool:
+    """The reuse rule of ``_buffers.reuse`` (imported at first use: it needs NumPy)."""
+    from .._buffers.reuse import is_free as rule
+
+    return rule(holder, key)
 
 SHM_DIR = "/dev/shm"
 #: Arrays smaller than this are pickled: a file costs ~30 us to create and map.
@@ -61,7 +80,7 @@ def available() -> bool:
 
 def new_prefix() -> str:
     """A fresh name prefix for one stage run of this (main) process."""
-    return f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-"
+    return f"{_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-"
 
 
 class ShmArray:
@@ -220,6 +239,8 @@ class _Exporter:
 def export(obj: Any, prefix: str, lent: list[tuple[str, int]] | None = None) -> Any:
     """In a worker: replace large arrays in ``obj`` by :class:`ShmArray` markers,
     writing them into the ``lent`` segments ``(name, size)`` where they fit."""
+    if "numpy" not in sys.modules:
+        return obj  # no array can exist before NumPy is imported
     return _Exporter(prefix, lent or []).walk(obj)
 
 
@@ -457,10 +478,10 @@ class Progress:
         return int(self.view[slot])
 
 
-_worker_progress: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {}
+_worker_progress: dict[str, memoryview] = {}
 
 
-def progress_view(path: str) -> np.ndarray[Any, np.dtype[np.int64]]:
+def progress_view(path: str) -> memoryview:
     """In a worker: the mapped progress slots at ``path`` (mapped once per stage run)."""
     view = _worker_progress.get(path)
     if view is None:
@@ -472,7 +493,7 @@ def progress_view(path: str) -> np.ndarray[Any, np.dtype[np.int64]]:
             mm = mmap.mmap(fd, os.fstat(fd).st_size)
         finally:
             os.close(fd)
-        view = _worker_progress[path] = np.frombuffer(mm, dtype=np.int64)
+        view = _worker_progress[path] = memoryview(mm).cast("q")  # int64 slots, as Progress reads them
     return view
 
 
