@@ -227,6 +227,34 @@ def test_building_a_process_stage_starts_the_launcher_in_the_background() -> Non
     assert proc.stdout.split() == ["True", "True", "True", "True"]
 
 
+def test_workers_import_numpy_only_when_a_function_needs_it(tmp_path: Path) -> None:
+    # The launcher forks before importing NumPy: a worker for a pure-Python function never
+    # imports it; one whose function imports it inside still sends arrays through /dev/shm.
+    (tmp_path / "light.py").write_text(textwrap.dedent("""
+        import sys
+
+        def numpy_loaded(i):
+            return "numpy" in sys.modules
+
+        def big(i):
+            import numpy as np
+            return np.full((256, 256), i, dtype=np.float64)
+    """))
+    code = f"""
+    import sys
+    sys.path.insert(0, {str(tmp_path)!r})
+    import snake, light
+
+    if __name__ == "__main__":
+        print(set(snake.from_iterable(range(8)).par_map(light.numpy_loaded, workers=2).to_list()))
+        arrays = snake.from_iterable(range(8)).par_map(light.big, workers=2).to_list()
+        print([int(a[0, 0]) for a in arrays], all(not a.flags.owndata for a in arrays))  # views of shared memory
+    """
+    proc = run_child(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["{False}", "[0, 1, 2, 3, 4, 5, 6, 7] True"]
+
+
 def test_runs_release_segments_and_mappings_with_the_gc_disabled() -> None:
     code = """
     import gc, os, numpy as np, snake, funcs
