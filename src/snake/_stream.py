@@ -60,6 +60,7 @@ from ._workers.procs import prestart as prestart_launcher
 from ._workers.ray import check_options as check_ray_options
 from ._workers.ray import check_picklable as check_ray_picklable
 from ._workers.ray import need_ray
+from ._workers.shm import cache_bytes as check_shm_cache_bytes
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -825,6 +826,8 @@ class Stream(Generic[T]):
             if pool is not None:
                 raise ValueError("par_map: ray_options are set by the pool; leave them out with pool=")
             ray_options = check_ray_options("par_map", ray_options)
+        if backend == "process":
+            check_shm_cache_bytes()
         if backend == "process" and (worker_type if pool is None else pool.worker_type) != "fork":
             prestart_launcher()  # the launcher's start overlaps what comes before the first run
         return self._then(

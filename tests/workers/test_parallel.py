@@ -426,6 +426,44 @@ def test_later_runs_write_the_slabs_and_segments_of_earlier_ones(no_leaks: None)
     assert not _shm.cache.names() and not mine
 
 
+def test_kept_files_removed_behind_snakes_back_are_not_used(no_leaks: None) -> None:
+    # A user's rm (or systemd's RemoveIPC) empties /dev/shm between two runs: the next
+    # run makes new files and its results are right.
+    batched = snake.from_iterable(range(24)).par_map(funcs.image, workers=2).batch(8)
+    plain = snake.from_iterable(range(6)).par_map(funcs.make_array, workers=2)
+    for _ in range(3):
+        got = batched.to_list()
+        assert [b[:, 0, 0, 0].tolist() for b in got] == [list(range(k, k + 8)) for k in (0, 8, 16)]
+        arrays = plain.to_list()
+        assert [int(a[0, 0, 0]) for a in arrays] == list(range(6))
+        del got, arrays
+        for name in _shm.cache.names():
+            os.unlink(os.path.join(_shm.SHM_DIR, name))
+    _shm.cache.clear()
+
+
+def test_pipelines_in_several_threads_share_the_cache(no_leaks: None) -> None:
+    errors: list[BaseException] = []
+
+    def epochs(offset: int) -> None:
+        try:
+            stream = snake.from_iterable(range(offset, offset + 16)).par_map(funcs.image, workers=1).batch(4)
+            for _ in range(6):
+                got = [b[:, 0, 0, 0].tolist() for b in stream]
+                assert got == [list(range(offset + k, offset + k + 4)) for k in range(0, 16, 4)]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=epochs, args=(100 * i,)) for i in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert not errors, errors
+    assert len(_shm.cache.names()) <= _shm.SHM_CACHE_FILES
+    _shm.cache.clear()
+
+
 def test_direct_batches_check_the_layout_like_the_collate() -> None:
     stream = snake.from_iterable(range(16)).par_map(funcs.image_or_odd, workers=2).batch(8)
     with pytest.raises(ValueError, match=r"index 9\) is shape \(4, 64, 65\)"):

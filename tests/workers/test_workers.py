@@ -255,6 +255,37 @@ def test_workers_import_numpy_only_when_a_function_needs_it(tmp_path: Path) -> N
     assert proc.stdout.splitlines() == ["{False}", "[0, 1, 2, 3, 4, 5, 6, 7] True"]
 
 
+def test_workers_see_the_environment_of_the_first_run_not_of_the_build() -> None:
+    # The launcher starts when the stage is built; variables set after that still reach
+    # the workers it forks.
+    code = """
+    import os, snake, funcs
+
+    if __name__ == "__main__":
+        stream = snake.from_iterable(["SNAKE_TEST_LATE"]).par_map(funcs.getenv, workers=1)
+        os.environ["SNAKE_TEST_LATE"] = "set after the build"
+        print(stream.to_list())
+    """
+    proc = run_child(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['set after the build']"
+
+
+def test_a_bad_shm_cache_size_is_refused_where_par_map_is_called() -> None:
+    code = """
+    import snake, funcs
+
+    if __name__ == "__main__":
+        try:
+            snake.from_iterable(range(3)).par_map(funcs.inc)
+        except ValueError as exc:
+            print(exc)
+    """
+    proc = run_child(code, env={"SNAKE_SHM_CACHE_BYTES": "1G"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "SNAKE_SHM_CACHE_BYTES='1G' must be a whole number of bytes >= 0 (0 turns the cache off)"
+
+
 def test_runs_release_segments_and_mappings_with_the_gc_disabled() -> None:
     code = """
     import gc, os, numpy as np, snake, funcs

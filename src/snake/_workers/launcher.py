@@ -27,6 +27,18 @@ from typing import Any
 from . import child, wire
 
 
+def _set_environ(env: dict[str, str]) -> None:
+    """Make ``os.environ`` (and so the environment a forked or spawned worker inherits)
+    exactly ``env``."""
+    if env == os.environ:
+        return
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
 def _fork_worker(sock_fd: int, stack_fd: int, idle_timeout: float, ctl: socket.socket) -> int:
     me = os.getpid()
     pid = os.fork()
@@ -61,6 +73,7 @@ def _spawn_worker(sock_fd: int, stack_fd: int, idle_timeout: float, main: dict[s
 def _handle(request: dict[str, Any], fds: list[int], state: dict[str, Any], ctl: socket.socket) -> dict[str, Any]:
     errors: list[str] = []
     sys.path[:] = request["path"]  # as the main process has it now
+    _set_environ(request["env"])  # and its environment (the launcher may have started earlier)
     if not state["main_done"]:
         state["main_done"] = True
         try:

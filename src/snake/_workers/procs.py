@@ -88,15 +88,22 @@ def preload(*modules: str) -> None:
 # -- the launcher -----------------------------------------------------------------------
 
 
+def _worker_env() -> dict[str, str]:
+    """The environment of the launcher and its workers: the main process's, with
+    WORKER_ENV set, and the single-thread settings the user did not set."""
+    env = dict(os.environ)
+    env[wire.WORKER_ENV] = "1"
+    for var, value in wire.SINGLE_THREAD_ENV.items():
+        env.setdefault(var, value)
+    return env
+
+
 class _Launcher:
     """The main process's end of the launcher (one per process; restarted if it dies)."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
-        env[wire.WORKER_ENV] = "1"
-        for var, value in wire.SINGLE_THREAD_ENV.items():
-            env.setdefault(var, value)
+        env = _worker_env()
         import json
 
         try:
@@ -117,7 +124,14 @@ class _Launcher:
     def start(self, mode: str, sock_fd: int, stack_fd: int, idle_timeout: float) -> dict[str, Any]:
         """Ask for a worker (blocking: a fork there takes a few ms, the first call the
         launcher's imports)."""
-        request = {"mode": mode, "modules": list(_preload), "idle_timeout": idle_timeout, "path": list(sys.path)}
+        request = {
+            "mode": mode,
+            "modules": list(_preload),
+            "idle_timeout": idle_timeout,
+            "path": list(sys.path),
+            # as the main process has it now, not when the launcher started
+            "env": _worker_env(),
+        }
         try:
             wire.send_blocking(self.sock, pickle.dumps(request), [sock_fd, stack_fd])
             got = wire.recv_blocking(self.sock)
@@ -166,10 +180,11 @@ def launcher_pid() -> int | None:
 
 def prestart() -> None:
     """Start the launcher now, if this process has none, without waiting for it: its
-    start-up (a fresh interpreter importing the main module and the worker side of
-    snake) then overlaps whatever the program does before its first run. Called where a
-    stage that needs worker processes is built; does nothing in a worker process, or
-    while another thread is starting workers."""
+    start-up (a fresh interpreter importing the worker side of snake) then overlaps
+    whatever the program does before its first run; the main module, the stage's
+    modules and the environment come with the first request for a worker, as they
+    are then. Called where a stage that needs worker processes is built; does
+    nothing in a worker process, or while another thread is starting workers."""
     global _launcher
     if os.environ.get(wire.WORKER_ENV) or not _launcher_lock.acquire(blocking=False):
         return

@@ -27,6 +27,7 @@ import contextlib
 import mmap
 import os
 import sys
+import threading
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
@@ -60,13 +61,27 @@ _PREFIX = "snake-"
 
 _counter = count()
 _kept_counter = count()
-#: Bytes of free slabs and segments a process keeps between stage runs (ShmCache); at
-#: most a quarter of /dev/shm.
-SHM_CACHE_BYTES = int(os.environ.get("SNAKE_SHM_CACHE_BYTES", str(1 << 30)))
+#: The default of ``SNAKE_SHM_CACHE_BYTES``: bytes of free slabs and segments a process
+#: keeps between stage runs (ShmCache); at most a quarter of /dev/shm.
+SHM_CACHE_BYTES = 1 << 30
 #: And at most this many files (each mapping holds a file descriptor).
 SHM_CACHE_FILES = 32
 # Fault every page in with one system call instead of one fault per 4 KiB page.
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+
+
+def cache_bytes() -> int:
+    """``SNAKE_SHM_CACHE_BYTES``, checked (``par_map`` checks it where it is called)."""
+    text = os.environ.get("SNAKE_SHM_CACHE_BYTES")
+    if text is None:
+        return SHM_CACHE_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"SNAKE_SHM_CACHE_BYTES={text!r} must be a whole number of bytes >= 0 (0 turns the cache off)")
+    return value
 
 
 def is_kept(name: str) -> bool:
@@ -198,7 +213,10 @@ class _Exporter:
         for i, (name, size) in enumerate(self.lent):
             if size >= nbytes:
                 del self.lent[i]
-                mm = worker_map(name, size)
+                try:
+                    mm = worker_map(name, size)
+                except FileNotFoundError:  # removed from /dev/shm meanwhile (by a user, say)
+                    break
                 dst: np.ndarray[Any, Any] = np.ndarray(arr.shape, dtype=arr.dtype, buffer=mm)
                 np.copyto(dst, arr, casting="no")
                 del dst
@@ -322,6 +340,26 @@ class Segments:
         return obj
 
 
+def _kept_whole(name: str, new: str, size: int) -> bool:
+    """Rename a run's file ``name`` to the kept name ``new`` and give it all its pages
+    (False, and the file removed, if /dev/shm cannot; False if it is gone already)."""
+    path = os.path.join(SHM_DIR, new)
+    try:
+        os.rename(os.path.join(SHM_DIR, name), path)
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 class ShmCache:
     """The free batch slabs and segments this (main) process keeps between stage runs.
 
@@ -337,50 +375,59 @@ class ShmCache:
         self.pid = os.getpid()
         #: Name -> owner (a uint8 array over the mapping), oldest first.
         self.files: dict[str, np.ndarray[Any, np.dtype[np.uint8]]] = {}
+        #: Pipelines of several threads (``open_sync()``) end and start runs at once.
+        self.lock = threading.Lock()
         self._at_exit = False
+        #: Set at exit: a run that ends later (in a daemon thread) keeps nothing.
+        self.closed = False
 
     def _mine(self) -> dict[str, np.ndarray[Any, np.dtype[np.uint8]]]:
         if os.getpid() != self.pid:  # a fork of the process that keeps them: not ours
-            self.pid, self.files = os.getpid(), {}
+            self.pid, self.files, self.lock = os.getpid(), {}, threading.Lock()
         return self.files
 
     def names(self) -> set[str]:
-        return set(self._mine())
+        with self.lock:
+            return set(self._mine())
 
     def take(self, fits: Any, most: int = 1) -> list[tuple[str, np.ndarray[Any, np.dtype[np.uint8]]]]:
-        """Up to ``most`` free files whose size ``fits(size)`` accepts, removed from the cache."""
-        files = self._mine()
+        """Up to ``most`` free files whose size ``fits(size)`` accepts, removed from the
+        cache (a file removed by someone else meanwhile is dropped)."""
         out: list[tuple[str, np.ndarray[Any, np.dtype[np.uint8]]]] = []
-        for name in list(files):
-            if len(out) >= most:
-                break
-            if fits(files[name].size) and is_free(files, name):
-                out.append((name, files.pop(name)))
+        with self.lock:
+            files = self._mine()
+            for name in list(files):
+                if len(out) >= most:
+                    break
+                if fits(files[name].size) and is_free(files, name):
+                    owner = files.pop(name)
+                    if os.path.exists(os.path.join(SHM_DIR, name)):
+                        out.append((name, owner))
         return out
 
     def keep(self, owners: dict[str, np.ndarray[Any, np.dtype[np.uint8]]]) -> None:
-        """Take a finished run's files (its dict is emptied): rename, keep, trim."""
-        files = self._mine()
-        for name, owner in list(owners.items()):
-            new = name if is_kept(name) else f"{_PREFIX}{os.getpid()}-kept-{next(_kept_counter)}"
-            try:
-                if new != name:
-                    os.rename(os.path.join(SHM_DIR, name), os.path.join(SHM_DIR, new))
-            except OSError:
-                continue  # already removed: drop it with the run
-            files[new] = owner
-        owners.clear()
-        if files and not self._at_exit:
-            self._at_exit = True
-            atexit.register(self.clear)
-        self._trim()
+        """Take a finished run's files (its dict is emptied): rename, keep, trim. Each
+        file gets all its pages (a slab's last batch may have left holes), so that a
+        later run never writes onto a page tmpfs cannot give (SIGBUS)."""
+        with self.lock:
+            files = self._mine()
+            for name, owner in list(owners.items()):
+                new = name if is_kept(name) else f"{_PREFIX}{os.getpid()}-kept-{next(_kept_counter)}"
+                if new != name and not _kept_whole(name, new, owner.size):
+                    continue
+                files[new] = owner
+            owners.clear()
+            if files and not self._at_exit:
+                self._at_exit = True
+                atexit.register(self._exit)
+            self._trim(0 if self.closed else None)
 
     def _limit(self) -> int:
         try:
             st = os.statvfs(SHM_DIR)
         except OSError:
             return 0
-        return min(SHM_CACHE_BYTES, st.f_blocks * st.f_frsize // 4)
+        return min(cache_bytes(), st.f_blocks * st.f_frsize // 4)
 
     def _trim(self, limit: int | None = None) -> None:
         files = self._mine()
@@ -394,8 +441,14 @@ class ShmCache:
                 os.unlink(os.path.join(SHM_DIR, name))
 
     def clear(self) -> None:
-        """Remove every kept file (mappings in use stay valid until their arrays go)."""
-        self._trim(0)
+        """Remove every kept file (mappings in use stay valid until their arrays go).
+        Workers unmap theirs at their first call of their next stage run."""
+        with self.lock:
+            self._trim(0)
+
+    def _exit(self) -> None:
+        self.closed = True
+        self.clear()
 
 
 #: The process's cache of free slabs and segments.
@@ -529,7 +582,11 @@ def write_slots(results: list[Any], dests: Dests) -> list[Any]:
     out: list[Any] = []
     for r, (name, size, offset) in zip(results, slots):
         if type(r) is np.ndarray and r.shape == shape and r.dtype == dtype:
-            mm = worker_map(name, size, populate=False)
+            try:
+                mm = worker_map(name, size, populate=False)
+            except FileNotFoundError:  # removed meanwhile: the main process copies it
+                out.append(r)
+                continue
             row: np.ndarray[Any, Any] = np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset)
             np.copyto(row, r)
             del row
