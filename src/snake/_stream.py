@@ -828,8 +828,8 @@ class Stream(Generic[T]):
             ray_options = check_ray_options("par_map", ray_options)
         if backend == "process":
             check_shm_cache_bytes()
-        if backend == "process" and (worker_type if pool is None else pool.worker_type) != "fork":
-            prestart_launcher()  # the launcher's start overlaps what comes before the first run
+            if (worker_type if pool is None else pool.worker_type) != "fork":
+                prestart_launcher()  # the launcher's start overlaps what comes before the first run
         return self._then(
             ParMap(
                 fn,

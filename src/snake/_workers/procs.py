@@ -185,20 +185,26 @@ def prestart() -> None:
     modules and the environment come with the first request for a worker, as they
     are then. Called where a stage that needs worker processes is built; does
     nothing in a worker process, or while another thread is starting workers."""
-    global _launcher
     if os.environ.get(wire.WORKER_ENV) or not _launcher_lock.acquire(blocking=False):
         return
     try:
-        la = _launcher
-        if la is None or la.owner != os.getpid() or not la.alive():
-            if la is not None and la.owner == os.getpid():
-                la.close()
-            _launcher = None
-            _launcher = _Launcher()
+        _live_launcher()
     except OSError:
         pass  # the first worker's start tries again, and reports what fails
     finally:
         _launcher_lock.release()
+
+
+def _live_launcher() -> _Launcher:
+    """This process's launcher, started (again) if it has none alive; hold the lock."""
+    global _launcher
+    la = _launcher
+    if la is None or la.owner != os.getpid() or not la.alive():
+        if la is not None and la.owner == os.getpid():
+            la.close()
+        _launcher = None
+        la = _launcher = _Launcher()
+    return la
 
 
 def _start_from_launcher(mode: str, sock_fd: int, stack_fd: int, idle_timeout: float) -> int:
@@ -211,11 +217,7 @@ def _start_from_launcher(mode: str, sock_fd: int, stack_fd: int, idle_timeout: f
         )
     with _launcher_lock:
         for attempt in (0, 1):
-            la = _launcher
-            if la is None or la.owner != os.getpid() or not la.alive():
-                if la is not None and la.owner == os.getpid():
-                    la.close()
-                la = _launcher = _Launcher()
+            la = _live_launcher()
             try:
                 return int(la.start(mode, sock_fd, stack_fd, idle_timeout)["pid"])
             except WorkerDied:

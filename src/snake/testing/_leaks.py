@@ -433,9 +433,13 @@ class _Snapshot:
         for pool in list(_pool.open_pools):
             if pool._open and pool not in self.pools:
                 out.append(f"{pool!r}: entered in the block and still open")
-        for name in sorted(_segments() - self.segments - shm.cache.names()):
+        # The cache of free shared memory snake keeps for the next run: its files, their
+        # mappings and the descriptors their mmaps hold are not leaks.
+        kept_names = shm.cache.names()
+        for name in sorted(_segments() - self.segments - kept_names):
             out.append(f"shared-memory file {os.path.join(shm.SHM_DIR, name)}")
-        mapped, in_use = self._new_mappings()  # first: it may run the garbage collector
+        kept_files = {os.path.join(shm.SHM_DIR, name) for name in kept_names}
+        mapped, in_use = self._new_mappings(kept_files)  # first: it may run the garbage collector
         fds = sorted(_fds() - self.fds, key=lambda fd: fd.number)
         for m in mapped:
             # Python's mmap keeps a descriptor of the file it maps: part of the same leak.
@@ -444,7 +448,6 @@ class _Snapshot:
             out.append(f"mapping of shared-memory file {m.path} at {m.start:#x}-{m.end:#x}{held}")
         files = {(m.dev, m.ino) for m in (*mapped, *in_use)}
         kept = _kept_fds()
-        kept_files = {os.path.join(shm.SHM_DIR, name) for name in shm.cache.names()}  # and their mmaps' fds
         ray_sockets = _ray_sockets() if any(fd.target.startswith("socket:") for fd in fds) else set()
         for fd in fds:
             if (
@@ -460,18 +463,21 @@ class _Snapshot:
                 out.append(f"trio task {task.name!r}")
         return out
 
-    def _new_mappings(self) -> tuple[list[_Mapping], list[_Mapping]]:
-        """The mappings made since the snapshot: those no reachable array views (leaks),
-        and those one does (in use)."""
-        kept = {os.path.join(shm.SHM_DIR, name) for name in shm.cache.names()}
-        new = {m for m in _mappings() - self.mappings if m.path not in kept}
+    def _new_mappings(self, kept: set[str]) -> tuple[list[_Mapping], list[_Mapping]]:
+        """The mappings made since the snapshot, but of the ``kept`` files: those no
+        reachable array views (leaks), and those one does (in use)."""
+
+        def made() -> set[_Mapping]:
+            return {m for m in _mappings() - self.mappings if m.path not in kept}
+
+        new = made()
         if not new:
             return [], []
         now = time.monotonic()
         # A heap walk: not at every poll, but again for mappings it was not done for.
         if now - self.searched[0] >= _ARRAY_SEARCH_S or not new <= self.searched[1]:
             self.arrays = _reachable_array_addresses()
-            new = {m for m in _mappings() - self.mappings if m.path not in kept}  # the collection it may run unmaps garbage's
+            new = made()  # the collection it may run unmaps garbage's
             self.searched = (now, new)
         leaked: list[_Mapping] = []
         in_use: list[_Mapping] = []
