@@ -946,7 +946,11 @@ class Stream(Generic[T]):
         - ``memory_budget``: bytes, an ``int`` >= 1, or ``None`` (the default: no
           bound). Each tuned stage gets an equal share and keeps the results it holds
           (in its calls and in its output buffer, sized from a sample of its results)
-          under it: it does not grow past its share, and shrinks when over.
+          under it: it does not grow past its share, and when over, it shrinks to the
+          largest size that fits (one if none does). A share smaller than what the
+          stage's output buffer alone may hold (a batch fused after the stage larger
+          than a third of the share) no size can meet: the stage keeps its size, says
+          so in its tuning line, and logs a warning on the ``snake`` logger.
 
         The streams inside ``chain``, ``zip``, ``mix`` and ``repeat`` are planned and
         run as pipelines of their own: their tuned stages share the budget of an

@@ -207,6 +207,27 @@ def test_a_memory_budget_counts_the_batches_fused_after_a_tuned_stage() -> None:
     assert st.slots <= 2 and st.tuning is not None and "over its memory share" in st.tuning, st.tuning
 
 
+def test_a_memory_share_below_the_output_buffer_keeps_the_size_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    # batch(8) fused after the stage: one batch in its output buffer, counted (K + 2) times,
+    # is 24 MiB of 1 MiB results, whatever the limit. A 4 MiB budget cannot be met by any
+    # size, and a smaller limit would only lose items/s: the stage keeps its start (16),
+    # says why in its tuning line, and logs it once.
+    stream = (
+        snake.from_iterable(range(800)).par_then(big_io, limit="auto").batch(8, collate=None)
+    ).autotune(memory_budget=4 << 20)
+    with caplog.at_level("WARNING", logger="snake"):
+        got, stats, _ = stats_of(stream)
+    assert [len(b) for b in got] == [8] * 100
+    st = stats.stage(1)
+    assert st.tuning is not None and "over its memory share" not in st.tuning, st.tuning
+    assert st.slots >= 16, st.tuning
+    sentence = "its memory share (4.2 MB) is less than its output buffer alone may hold (25.2 MB), whatever its size"
+    assert sentence in st.tuning, st.tuning
+    warned = [r.getMessage() for r in caplog.records if "memory share" in r.getMessage()]
+    assert len(warned) == 1 and sentence in warned[0] and "raise memory_budget" in warned[0], warned
+    assert "par_then(big_io, limit='auto')" in warned[0], warned
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 def test_leaving_a_tuned_stage_with_a_batch_half_made_frees_its_arrays_at_once(ordered: bool) -> None:
     # The results a batch() fused after the stage holds (arrays in shared memory) must go

@@ -431,6 +431,7 @@ class _Core:
         self,
         kind: Literal["workers", "limit"],
         *,
+        label: str,
         start: int,
         budget: Budget,
         resize: Callable[[int], None],
@@ -446,6 +447,7 @@ class _Core:
         counters = self.counters
         self.tuner = counters.tuner = Tuner(
             kind=kind,
+            label=label,
             counters=counters,
             outbox=self.outbox,
             set_active=resize,
@@ -652,6 +654,7 @@ class ParThen(TaskSpec):
 
             core.tune(
                 "limit",
+                label=label,
                 start=start,
                 budget=ctx.budget(self.tune or TuneSettings()),
                 resize=resize,
@@ -1039,6 +1042,7 @@ class _MapRun:
 
             core.tune(
                 "workers",
+                label=self.label,
                 start=self.start,
                 budget=budget,
                 resize=resize,

@@ -27,6 +27,7 @@ give the choice and the last decisions.
 from __future__ import annotations
 
 import collections
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -55,6 +56,8 @@ IDLE = 0.5
 MAX_LIMIT = 1024
 #: Where ``limit="auto"`` starts.
 START_LIMIT = 16
+
+_log = logging.getLogger("snake")
 
 
 class Budget:
@@ -124,6 +127,7 @@ class Tuner:
         self,
         *,
         kind: Literal["workers", "limit"],
+        label: str,
         counters: StageCounters,
         outbox: Outbox,
         set_active: Callable[[int], None],
@@ -137,6 +141,8 @@ class Tuner:
         unit_items: Callable[[], int] = lambda: 1,
     ) -> None:
         self.kind = kind
+        #: The stage, for the log ("stage #2 par_map(...)").
+        self.label = label
         self.window_per_slot = window_per_slot
         #: Results one item of the output buffer stands for (a fused batch(n): n).
         self.weight = weight
@@ -165,6 +171,8 @@ class Tuner:
         #: Mean bytes of a result, from a sample (None: none seen yet).
         self.result_bytes: float | None = None
         self._samples = 0
+        #: The memory share is less than the output buffer alone may hold (noted once).
+        self.short = False
         self._t = 0.0
         self._out = 0
         self._idle = 0.0
@@ -266,10 +274,7 @@ class Tuner:
             self._judge(before, before_rate, rate, now)
             return
         share = self.budget.memory_share()
-        if share is not None and not self._fits_memory(self.active) and self.active > 1:
-            smaller = max(1, self.active // 2 if self.kind == "limit" else self.active - 1)
-            self._note(f"{self._at(now)} {self.active}→{smaller}: over its memory share")
-            self._set(smaller, now)
+        if share is not None and not self._fits_memory(self.active) and self._over_share(share, now):
             return
         ahead = len(self.outbox) * 2 >= self.outbox.cap  # results pile up: the next stage is slower
         if util >= BUSY and rate > 0 and not ahead:
@@ -288,9 +293,39 @@ class Tuner:
         elif self.kind == "workers" and util < IDLE and self.active > self.floor and rate > 0:
             if now < self.hold_until:
                 return
-            smaller = self.active - 1
+            smaller = self._smaller()
             self.trial = (self.active, rate, 1)
             self._set(smaller, now)
+
+    def _over_share(self, share: int, now: float) -> bool:
+        """The bound is over the memory share: shrink to the largest size that fits (the
+        least, 1, if none does), unless the output buffer alone, at its least, is over
+        the share. Then no size fits and a smaller one would only cost items/s: the
+        stage keeps its size and says so, once. True if it shrank."""
+        assert self.result_bytes is not None  # the bound is known
+        least = self.result_bytes * (CHANNEL_CHUNKS + 2) * self.weight  # a buffer of one
+        if least > share:
+            if not self.short:
+                self.short = True
+                sentence = (
+                    f"its memory share ({_mb(share)}) is less than its output buffer alone may hold "
+                    f"({_mb(least)}), whatever its size: kept at {self.active}"
+                )
+                self._note(f"{self._at(now)} {sentence}")
+                _log.warning("snake: stage %s: %s; raise memory_budget", self.label, sentence)
+            return False
+        if self.active <= 1:
+            return False
+        smaller = self._smaller()
+        while smaller > 1 and not self._fits_memory(smaller):
+            smaller = self._smaller(smaller)
+        self._note(f"{self._at(now)} {self.active}→{smaller}: over its memory share")
+        self._set(smaller, now)
+        return True
+
+    def _smaller(self, size: int | None = None) -> int:
+        size = self.active if size is None else size
+        return max(1, size // 2 if self.kind == "limit" else size - 1)
 
     def _bigger(self) -> int | None:
         if self.active >= self.high:
