@@ -242,6 +242,20 @@ def test_any_thread_count_gives_the_same_batch(threads: int | None) -> None:
         assert np.array_equal(row[: len(s)], s) and (row[len(s) :] == -1).all()
 
 
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_a_batch_of_16_mib_or_more_is_the_same_batch(threads: int | None) -> None:
+    # From 16 MiB of output the kernel writes with non-temporal stores: items of an odd
+    # size (every slot starts at another alignment), an offset output, gathered items.
+    rng = np.random.default_rng(7)
+    items = [rng.integers(0, 255, 1_000_003, dtype=np.uint8) for _ in range(18)]
+    items[5] = items[5][::-1]
+    backing = np.full(18 * 1_000_003 + 3, 9, np.uint8)
+    out = backing[3:].reshape(18, 1_000_003)
+    assert out.nbytes >= 16 << 20
+    assert kernels.stack(items, out=out, threads=threads) is out
+    assert np.array_equal(out, np.stack(items)) and (backing[:3] == 9).all()
+
+
 @pytest.mark.parametrize("kernel", ["stack", "pad_stack"])
 def test_a_thread_count_below_one_is_refused(kernel: str) -> None:
     fn = getattr(kernels, kernel)
