@@ -582,8 +582,6 @@ class ParThen(TaskSpec):
     async def run(
         self, ctx: Context, label: str, inbox: Inbox, fused: Fused, send: trio.MemorySendChannel[Chunk]
     ) -> None:
-        afn = self.afn
-        timeout = self.timeout
         counters = ctx.counters(label)
         budget = counters.budget = ErrorBudget(self.errors, label)
         watch = _TaskWatch(label, counters, self.stall_timeout) if self.stall_timeout is not None else None
@@ -592,31 +590,7 @@ class ParThen(TaskSpec):
         entry = ctx.resumable(label, res)
         if entry is not None:
             budget.skipped = int(entry.get("skipped", 0))
-        running = watch.running if watch is not None else None
-        current_task = trio.lowlevel.current_task
-
-        async def call(items: Chunk, start: int) -> Chunk:
-            if running is not None:
-                running[start] = current_task()
-            try:
-                if timeout is None:
-                    return [await afn(items[0])]
-                with trio.move_on_after(timeout) as scope:
-                    result = await afn(items[0])
-                if scope.cancelled_caught:
-                    counters.timeouts += 1
-                    raise TimeoutError(f"stage {label}: item index {start} took longer than timeout={timeout}s")
-                return [result]
-            except Exception as exc:
-                add_note(exc, label, start)
-                if budget.absorb(exc, start, counters.items_in):
-                    res.drops.add(start)
-                    return []
-                raise
-            finally:
-                if running is not None:
-                    del running[start]
-
+        call = self._caller(label, counters, budget, res, watch.running if watch is not None else None)
         auto = self.limit == AUTO
         slots = MAX_LIMIT if auto else int(self.limit)
         start = START_LIMIT if auto else slots
@@ -663,6 +637,45 @@ class ParThen(TaskSpec):
                 least_period=0.05,
             )
         await core.run(watch=watch.run if watch is not None else None)
+
+
+    def _caller(
+        self,
+        label: str,
+        counters: StageCounters,
+        budget: ErrorBudget,
+        res: _ParResume,
+        running: dict[int, trio.lowlevel.Task] | None,
+    ) -> Callable[[Chunk, int], Awaitable[Chunk]]:
+        """A runner's call of ``afn`` on a unit of one item: its deadline, its note on
+        failure, the error policy, and the stall watch's record of what runs."""
+        afn = self.afn
+        timeout = self.timeout
+        current_task = trio.lowlevel.current_task
+
+        async def call(items: Chunk, start: int) -> Chunk:
+            if running is not None:
+                running[start] = current_task()
+            try:
+                if timeout is None:
+                    return [await afn(items[0])]
+                with trio.move_on_after(timeout) as scope:
+                    result = await afn(items[0])
+                if scope.cancelled_caught:
+                    counters.timeouts += 1
+                    raise TimeoutError(f"stage {label}: item index {start} took longer than timeout={timeout}s")
+                return [result]
+            except Exception as exc:
+                add_note(exc, label, start)
+                if budget.absorb(exc, start, counters.items_in):
+                    res.drops.add(start)
+                    return []
+                raise
+            finally:
+                if running is not None:
+                    del running[start]
+
+        return call
 
 
 def _period(counters: StageCounters, least: float) -> float:

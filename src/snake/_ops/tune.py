@@ -239,7 +239,12 @@ class Tuner:
         results plus the results of the reorder window and of the runners' units."""
         if self.result_bytes is None:
             return None
-        return self.result_bytes * (CHANNEL_CHUNKS + 2) * (self.outbox.cap * self.weight + self._units(size))
+        return self._chunks_of(self.outbox.cap * self.weight + self._units(size))
+
+    def _chunks_of(self, results: float) -> float:
+        """Bytes of ``K + 2`` chunks of ``results`` results each (the bound's unit)."""
+        assert self.result_bytes is not None
+        return self.result_bytes * (CHANNEL_CHUNKS + 2) * results
 
     def _units(self, size: int) -> int:
         return (self.window_per_slot + 1) * size * self.unit_items()
@@ -302,8 +307,7 @@ class Tuner:
         least, 1, if none does), unless the output buffer alone, at its least, is over
         the share. Then no size fits and a smaller one would only cost items/s: the
         stage keeps its size and says so, once. True if it shrank."""
-        assert self.result_bytes is not None  # the bound is known
-        least = self.result_bytes * (CHANNEL_CHUNKS + 2) * self.weight  # a buffer of one
+        least = self._chunks_of(self.weight)  # a buffer of one, no calls
         if least > share:
             if not self.short:
                 self.short = True
@@ -373,7 +377,7 @@ class Tuner:
         share = self.budget.memory_share()
         if share is None or not self.result_bytes:
             return
-        room = max(1, int(share / self.result_bytes / (CHANNEL_CHUNKS + 2)) - self._units(self.active))
+        room = max(1, int(share / self._chunks_of(1)) - self._units(self.active))
         self._cap(room)
 
 

@@ -34,9 +34,7 @@ def apply(
         try:
             return list(map(fn, it)), []
         except Exception as exc:
-            from .._engine.errors import add_note
-
-            add_note(exc, label, start + len(items) - operator.length_hint(it) - 1)
+            _add_note(exc, label, start + len(items) - operator.length_hint(it) - 1)
             raise
     results: Chunk = []
     failures: list[Failure] = []
@@ -46,13 +44,19 @@ def apply(
         try:
             results.append(fn(x))
         except Exception as exc:
-            from .._engine.errors import add_note
-
-            add_note(exc, label, start + i)
+            _add_note(exc, label, start + i)
             if not skip:
                 raise
             failures.append((start + i, exc))
     return results, failures
+
+
+def _add_note(exc: BaseException, label: str, index: int) -> None:
+    """The stage note of a failed item (``_engine.errors``, and with it attrs, imported
+    only when an item fails: the launcher imports this module before it forks)."""
+    from .._engine.errors import add_note
+
+    add_note(exc, label, index)
 
 
 def apply_in_worker(
